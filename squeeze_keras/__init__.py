@@ -1,0 +1,11 @@
+"""squeeze_keras: SqueezeNet 1.0 on CIFAR in Keras 3, reproducing a student report's experiments."""
+
+from squeeze_keras.experiments import ExperimentConfig, Protocol, get as get_experiment, names as experiment_names
+from squeeze_keras.model import Fire, SqueezeNet, fire_module, table2
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExperimentConfig", "Fire", "Protocol", "SqueezeNet", "experiment_names",
+    "fire_module", "get_experiment", "table2",
+]

@@ -1,0 +1,79 @@
+"""Command line: `python -m squeeze_keras list | summary EXP | train EXP`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _list(args):
+    from squeeze_keras import experiments
+
+    for name in experiments.names():
+        config = experiments.get(name)
+        print(f"{name:9s} {config.dataset:9s} report top-1 {config.report_top1:5.2f}  "
+              f"{config.description}")
+
+
+def _summary(args):
+    import pandas as pd
+
+    from squeeze_keras import experiments
+    from squeeze_keras.model import table2
+
+    config = experiments.get(args.experiment)
+    model = config.build_model()
+    with pd.option_context("display.width", 120, "display.max_columns", None):
+        print(table2(model).to_string(index=False))
+    print(f"\nparameters: {model.count_params():,} (report: {config.report_params:,})")
+
+
+def _train(args):
+    from squeeze_keras.train import run_experiment
+
+    result = run_experiment(
+        args.experiment, epochs=args.epochs, data=args.data, out_dir=args.out,
+        seed=args.seed, protocol=args.protocol, limit=args.limit,
+        precision=args.precision, data_dir=args.data_dir, overwrite=args.overwrite,
+        verbose=args.verbose,
+    )
+    m = result.metrics
+    print(f"{m['experiment']} ({m['protocol']}): top-1 {m['top1']:.2f}% "
+          f"(report {m['report_top1']}), {m['epochs']} epochs, "
+          f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m squeeze_keras", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the experiments").set_defaults(fn=_list)
+    p = sub.add_parser("summary", help="print Table 2 (layers, shapes, parameters)")
+    p.add_argument("experiment")
+    p.set_defaults(fn=_summary)
+    p = sub.add_parser("train", help="train and evaluate one experiment")
+    p.add_argument("experiment")
+    p.add_argument("--epochs", type=int, default=None, help="default: the experiment's (20)")
+    p.add_argument("--data", default="tfds",
+                   help="tfds (default), synthetic, or an image folder / .tar.gz path")
+    p.add_argument("--data-dir", default=None, help="tfds data folder")
+    p.add_argument("--out", default="results", help="folder of run folders (default: results)")
+    p.add_argument("--protocol", default=None, help="paper (default) or tuned")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
+    p.add_argument("--precision", default="auto",
+                   help="auto (default), float32, mixed_float16 or mixed_bfloat16")
+    p.add_argument("--overwrite", action="store_true", help="retrain a finished run")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="1: a progress bar per epoch (default); 2: one line per epoch")
+    p.set_defaults(fn=_train)
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
