@@ -1,0 +1,134 @@
+"""Training: it learns, writes a complete run folder, resumes, and refuses bad input."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+from squeeze_keras import data, experiments
+from squeeze_keras.__main__ import main
+from squeeze_keras.train import load_run, run_experiment, select_precision
+
+CIFAR10_ARCHIVE = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    """E1 (baseline architecture, 2x2 pools) for ~250 steps on synthetic data."""
+    out = tmp_path_factory.mktemp("runs")
+    splits = data.load("cifar10", "synthetic", preprocessing="cifar", synthetic_sizes=(4000, 1000),
+                       batch_size=64)
+    result = run_experiment("e1", epochs=4, data=splits, out_dir=out, verbose=0)
+    return result
+
+
+def test_learns_well_above_chance_on_synthetic_data(learned):
+    assert learned.metrics["top1"] > 50, learned.metrics  # chance is 10 %
+    history = learned.history
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+
+
+def test_run_folder_holds_history_metrics_config_and_model(learned):
+    run_dir = learned.run_dir
+    assert run_dir.name == "e1"
+    assert {"history.csv", "metrics.json", "config.json", "model.keras"} <= {p.name for p in run_dir.iterdir()}
+    assert not (run_dir / "backup").exists()  # removed once training finished
+    assert (run_dir / "checkpoints" / "best.keras").exists()
+    m = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("top1", "top5", "params", "epochs", "seconds_per_epoch", "hardware",
+                "data_source", "precision", "versions"):
+        assert key in m
+    assert m["params"] == 740_554 and m["epochs"] == 4 and m["report_top1"] == 58.43
+    assert list(learned.history["epoch"]) == [0, 1, 2, 3]
+    assert {"accuracy", "val_accuracy", "loss", "val_loss", "seconds", "lr"} <= set(learned.history)
+    # The saved model is the evaluated one, without optimizer state.
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert getattr(model, "optimizer", None) is None and model.count_params() == 740_554
+    assert (run_dir / "model.keras").stat().st_size < 4_000_000
+
+
+def test_finished_run_is_returned_not_retrained(learned):
+    again = run_experiment("e1", epochs=4, data=data.load(
+        "cifar10", "synthetic", preprocessing="cifar", synthetic_sizes=(4000, 1000)),
+        out_dir=learned.run_dir.parent, verbose=0)
+    assert again.metrics == learned.metrics
+    with pytest.raises(FileExistsError, match="another config"):
+        run_experiment("e1", epochs=5, data="synthetic", out_dir=learned.run_dir.parent, verbose=0)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    kwargs = dict(epochs=3, data="synthetic", out_dir=tmp_path, limit=128, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("baseline", callbacks=[Interrupt()], **kwargs)
+    run_dir = tmp_path / "baseline"
+    assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+
+    result = run_experiment("baseline", callbacks=[Record()], **kwargs)
+    assert seen == [2]  # only the missing epoch ran
+    assert list(result.history["epoch"]) == [0, 1, 2]
+    assert result.metrics["epochs"] == 3
+
+
+def test_wrong_class_count_is_refused(tmp_path):
+    splits = data.load("cifar100", "synthetic", synthetic_sizes=(64, 64))
+    with pytest.raises(ValueError, match="expects 10 classes but the data has 100"):
+        run_experiment("e4", epochs=1, data=splits, out_dir=tmp_path, verbose=0)
+
+
+def test_e5_trains_on_synthetic_cifar100(tmp_path):
+    result = run_experiment("e5", epochs=1, data="synthetic", limit=64, out_dir=tmp_path, verbose=0)
+    assert result.metrics["params"] == 773_764 and result.metrics["dataset"] == "cifar100"
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="epochs=0"):
+        run_experiment("e1", epochs=0, data="synthetic", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="Unknown protocol 'fast'"):
+        run_experiment("e1", protocol="fast", data="synthetic", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        select_precision("fp8")
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        load_run(tmp_path)
+
+
+def test_precision_auto_is_float32_or_mixed():
+    assert select_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
+    assert select_precision("float32") == "float32"
+
+
+def test_cli_list_summary_and_errors(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in experiments.names())
+    assert main(["summary", "e4"]) == 0
+    out = capsys.readouterr().out
+    assert "33x33x96" in out and "9x9x10" in out and "727,594" in out
+    assert main(["train", "e9", "--data", "synthetic"]) == 2
+    assert "Unknown experiment 'e9'" in capsys.readouterr().err
+    assert main(["train", "e1", "--data", "/no/such/folder", "--out", "/tmp/x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not CIFAR10_ARCHIVE.exists(),
+                    reason="real CIFAR-10 copy (../shared/data/cifar10-jpeg.tar.gz) not present")
+def test_baseline_beats_chance_on_real_cifar10(tmp_path):
+    result = run_experiment("baseline", epochs=2, data=str(CIFAR10_ARCHIVE), limit=6000,
+                            out_dir=tmp_path, verbose=0)
+    # 6,000 real training images, 2 epochs; evaluated on 6,000 real test images.
+    assert result.metrics["test_size"] == 6000
+    assert result.metrics["top1"] > 20, result.metrics  # chance is 10 %
