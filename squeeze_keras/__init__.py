@@ -1,5 +1,10 @@
 """squeeze_keras: SqueezeNet 1.0 on CIFAR in Keras 3, reproducing a student report's experiments."""
 
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in notebooks and logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from squeeze_keras.experiments import ExperimentConfig, Protocol, get as get_experiment, names as experiment_names
 from squeeze_keras.model import Fire, SqueezeNet, fire_module, table2
 

@@ -24,7 +24,7 @@ def _summary(args):
     config = experiments.get(args.experiment)
     model = config.build_model()
     with pd.option_context("display.width", 120, "display.max_columns", None):
-        print(table2(model).to_string(index=False))
+        print(table2(model).to_string(index=False, na_rep=""))
     print(f"\nparameters: {model.count_params():,} (report: {config.report_params:,})")
 
 
@@ -41,6 +41,13 @@ def _train(args):
     print(f"{m['experiment']} ({m['protocol']}): top-1 {m['top1']:.2f}% "
           f"(report {m['report_top1']}), {m['epochs']} epochs, "
           f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
+
+
+def _study(args):
+    from squeeze_keras.study import run_study
+
+    run_study(args.notebooks, data=args.data, epochs=args.epochs, smoke=args.smoke,
+              only=args.only)
 
 
 def main(argv=None) -> int:
@@ -66,12 +73,24 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="1: a progress bar per epoch (default); 2: one line per epoch")
     p.set_defaults(fn=_train)
+    p = sub.add_parser("study", help="execute every notebook in order (papermill)")
+    p.add_argument("--data", default="tfds", help="tfds (default) or an image folder / .tar.gz path")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--smoke", action="store_true",
+                   help="synthetic data, 1 epoch, copies in a temporary folder")
+    p.add_argument("--notebooks", default="notebooks", help="notebooks folder (default: notebooks)")
+    p.add_argument("--only", nargs="*", help="run only these notebooks (stems)")
+    p.set_defaults(fn=_study)
     args = parser.parse_args(argv)
     try:
         args.fn(args)
     except (ValueError, FileExistsError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a notebook failed: run_study has said where
+        if type(err).__name__ != "PapermillExecutionError":
+            raise
+        return 1
     return 0
 
 

@@ -287,7 +287,8 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
             keras.callbacks.CSVLogger(str(history_file), append=True),
             *callbacks,
         ]
-        model.fit(splits.train, validation_data=splits.test, epochs=epochs,
+        # The pipeline shuffles itself (seeded); Keras must not try to.
+        model.fit(splits.train, validation_data=splits.test, epochs=epochs, shuffle=False,
                   callbacks=fit_callbacks, verbose=verbose)
         history = pd.read_csv(history_file)
         # A resume can repeat an epoch that was logged but not backed up: keep the last.

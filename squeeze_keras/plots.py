@@ -1,0 +1,48 @@
+"""The appendix plots: training/validation curves of a run, and all runs together."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib.pyplot as plt
+
+
+def _save(fig, path):
+    if path is not None:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def plot_history(history, title: str, path=None, report_top1: float | None = None):
+    """Accuracy and loss per epoch, train and validation; saved to `path` if given."""
+    epochs = history["epoch"] + 1
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    acc.plot(epochs, 100 * history["accuracy"], label="training")
+    acc.plot(epochs, 100 * history["val_accuracy"], label="validation (test split)")
+    if report_top1 is not None:
+        acc.axhline(report_top1, color="grey", linestyle=":", label=f"report: {report_top1:.2f} %")
+    acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
+    acc.legend()
+    loss.plot(epochs, history["loss"], label="training")
+    loss.plot(epochs, history["val_loss"], label="validation (test split)")
+    loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    loss.legend()
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_validation_curves(runs: dict, title: str, path=None):
+    """Validation accuracy of several runs (`{label: history}`) in one figure."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, history in runs.items():
+        ax.plot(history["epoch"] + 1, 100 * history["val_accuracy"], marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

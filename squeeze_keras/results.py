@@ -1,0 +1,57 @@
+"""Table 1 from run folders: the report's numbers beside what was measured here.
+
+A run that has not been made shows as missing (`<NA>`), never as a number.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pandas as pd
+
+from squeeze_keras import experiments
+from squeeze_keras.train import load_run, run_dir_for
+
+
+def load_runs(results_dir, protocol: str = "paper") -> dict:
+    """`{experiment: RunResult}` for every finished run of `protocol` in `results_dir`."""
+    runs = {}
+    for name in experiments.names():
+        config = experiments.get(name).with_protocol(protocol)
+        run_dir = run_dir_for(config, results_dir)
+        if (run_dir / "metrics.json").exists():
+            runs[name] = load_run(run_dir)
+    return runs
+
+
+def table1(results_dir) -> pd.DataFrame:
+    """The report's Table 1 beside this project's measured runs (paper and tuned protocols)."""
+    results_dir = pathlib.Path(results_dir)
+    paper, tuned = load_runs(results_dir, "paper"), load_runs(results_dir, "tuned")
+    rows = []
+    for name in experiments.names():
+        config = experiments.get(name)
+        run = paper.get(name)
+        m = run.metrics if run else {}
+        t = tuned[name].metrics if name in tuned else {}
+        rows.append({
+            "run": name,
+            "change": config.description,
+            "dataset": config.dataset,
+            "report top-1": config.report_top1,
+            "paper top-1": m.get("top1"),
+            "difference": round(m["top1"] - config.report_top1, 2) if m else None,
+            "tuned top-1": t.get("top1"),
+            "report params": config.report_params,
+            "params": config.build_model().count_params(),
+            "epochs": m.get("epochs"),
+            "s/epoch": m.get("seconds_per_epoch"),
+            "hardware": m.get("hardware"),
+            "data": m.get("data_source"),
+        })
+    df = pd.DataFrame(rows)
+    for col in ("paper top-1", "difference", "tuned top-1", "s/epoch"):
+        df[col] = df[col].astype("Float64")
+    for col in ("report params", "params", "epochs"):
+        df[col] = df[col].astype("Int64")
+    return df
