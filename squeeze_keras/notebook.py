@@ -14,7 +14,9 @@ import pathlib
 import tempfile
 
 from squeeze_keras import experiments
-from squeeze_keras.train import run_experiment
+from squeeze_keras.train import hardware, run_experiment
+
+__all__ = ["Settings", "hardware", "settings"]
 
 SMOKE_ENV = "SQUEEZE_KERAS_SMOKE"
 SMOKE_LIMIT = 64

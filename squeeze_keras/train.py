@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import glob
 import json
 import os
 import pathlib
@@ -93,15 +94,19 @@ def distribution_strategy():
     """TPU strategy on a Colab TPU, `MirroredStrategy` on several GPUs, else the default.
 
     With N replicas, `run_experiment` feeds global batches of N x the
-    protocol's batch size and scales the learning rate by N (linear scaling).
+    protocol's batch size and scales the learning rate by N (the linear
+    scaling rule), so each replica sees the protocol's batch size.
     """
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    except (ValueError, tf.errors.NotFoundError, RuntimeError):
-        pass
+    # Only look for a TPU where one can be (Colab TPU runtimes, TPU VMs): the
+    # resolver would otherwise query cloud metadata servers.
+    if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME") or glob.glob("/dev/accel*"):
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            return tf.distribute.TPUStrategy(resolver)
+        except (ValueError, tf.errors.NotFoundError, RuntimeError):
+            pass
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
@@ -201,7 +206,7 @@ def _source_label(data) -> str:
 
 def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results", seed=0,
                    protocol=None, limit=None, precision="auto", data_dir=None,
-                   overwrite=False, verbose=1, callbacks=()) -> RunResult:
+                   overwrite=False, verbose=1, callbacks=(), strategy=None) -> RunResult:
     """Trains and evaluates one experiment into `out_dir/<experiment>`.
 
     Compiles the experiment's model with its protocol, fits with callbacks
@@ -224,6 +229,7 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
         overwrite: retrain even if a finished run exists. Defaults to `False`.
         verbose: Keras `fit` verbosity (1 = a progress bar per epoch).
         callbacks: extra Keras callbacks.
+        strategy: a `tf.distribute.Strategy`. Defaults to `distribution_strategy()`.
 
     Returns:
         A `RunResult` (run folder, history DataFrame, metrics dict).
@@ -250,7 +256,7 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
             (run_dir / name).unlink(missing_ok=True)
     (run_dir / "config.json").write_text(json.dumps(wanted, indent=2) + "\n")
 
-    strategy = distribution_strategy()
+    strategy = strategy or distribution_strategy()
     replicas = strategy.num_replicas_in_sync
     batch_size = config.protocol.batch_size * replicas
     if isinstance(data, data_lib.Splits):

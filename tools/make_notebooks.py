@@ -101,7 +101,8 @@ def experiment_notebook(stem, name, title, about):
             "from squeeze_keras import notebook, table2\n"
             "from squeeze_keras.plots import plot_history\n\n"
             "run = notebook.settings(EXPERIMENT, epochs=EPOCHS, data=DATA, smoke=SMOKE, seed=SEED)\n"
-            "print(run)"),
+            "print(run)\n"
+            "print(\"training on:\", notebook.hardware())"),
         new_markdown_cell("## The experiment's configuration\n\nThe frozen config from "
                           "`squeeze_keras.experiments`: what this run changes relative to its "
                           "parent is exactly what differs here."),
@@ -150,12 +151,13 @@ def results_notebook():
         new_code_cell(
             "import os, tempfile\n\n"
             "import pandas as pd\n\n"
-            "from squeeze_keras import experiments, results, table2\n"
+            "from squeeze_keras import experiments, notebook, results, table2\n"
             "from squeeze_keras.plots import plot_validation_curves\n\n"
             "if SMOKE or os.environ.get(\"SQUEEZE_KERAS_SMOKE\") == \"1\":\n"
             "    FIGURES_DIR = tempfile.mkdtemp()  # smoke runs never write into figures/\n"
             "pd.set_option(\"display.width\", 200)\n"
-            "pd.set_option(\"display.max_columns\", None)"),
+            "pd.set_option(\"display.max_columns\", None)\n"
+            "print(\"this machine:\", notebook.hardware())"),
         new_markdown_cell("## Table 1"),
         new_code_cell("table = results.table1(RESULTS_DIR)\ntable"),
         new_markdown_cell("## Table 2: the best model of the report (E4)"),
@@ -190,7 +192,10 @@ def copy_checked_outputs(notebook, executed_path):
     sources = {c.source: c for c in executed.cells if c.cell_type == "code"}
     for cell in notebook.cells:
         if cell.cell_type == "code" and cell.source.startswith("# NBVAL_CHECK_OUTPUT"):
-            cell.outputs = sources[cell.source].outputs
+            # Library warnings on stderr are not part of what is checked.
+            cell.outputs = [o for o in sources[cell.source].outputs
+                            if not (o.output_type == "stream" and o.name == "stderr")]
+            cell.execution_count = sources[cell.source].execution_count  # nbval: "was run"
     return notebook
 
 
