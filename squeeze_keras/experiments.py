@@ -42,12 +42,14 @@ class Protocol:
     smoothing. Not Adam's default 1e-3: with it SqueezeNet's ReLU after conv10
     dies in the first epoch (measured here: loss stuck at ln 10, accuracy 10 %
     on CIFAR-10), a known SqueezeNet failure; 1e-4 trains every experiment.
-    `tuned`: SGD with Nesterov momentum, linear warm-up then cosine decay,
-    weight decay and label smoothing.
+    `tuned`: AdamW (decoupled weight decay 0.05), batch 128, one epoch of
+    linear warm-up to 5e-4 then cosine decay to 0, label smoothing 0.1; the
+    same augmentation. SGD at the usual CIFAR learning rate of 0.1 kills the
+    conv10 ReLU like Adam at 1e-3 (measured: 10 % after 4 epochs).
     """
 
     name: str = "paper"
-    optimizer: str = "adam"  # "adam" or "sgd"
+    optimizer: str = "adam"  # "adam", "adamw" or "sgd"
     learning_rate: float = 1e-4
     batch_size: int = 64
     momentum: float = 0.9
@@ -60,9 +62,8 @@ class Protocol:
 PROTOCOLS = {
     "paper": Protocol(),
     "tuned": Protocol(
-        name="tuned", optimizer="sgd", learning_rate=0.1, batch_size=128,
-        momentum=0.9, weight_decay=5e-4, schedule="warmup_cosine",
-        warmup_epochs=2, label_smoothing=0.1,
+        name="tuned", optimizer="adamw", learning_rate=5e-4, batch_size=128,
+        weight_decay=0.05, schedule="warmup_cosine", warmup_epochs=1, label_smoothing=0.1,
     ),
 }
 
@@ -96,9 +97,9 @@ class ExperimentConfig:
                 f"`preprocessing` must be one of {PREPROCESSING}. "
                 f"Received: preprocessing={self.preprocessing!r}"
             )
-        if self.protocol.optimizer not in ("adam", "sgd"):
+        if self.protocol.optimizer not in ("adam", "adamw", "sgd"):
             raise ValueError(
-                "`protocol.optimizer` must be 'adam' or 'sgd'. "
+                "`protocol.optimizer` must be 'adam', 'adamw' or 'sgd'. "
                 f"Received: optimizer={self.protocol.optimizer!r}"
             )
         if self.protocol.schedule not in ("constant", "warmup_cosine"):

@@ -141,6 +141,8 @@ def make_optimizer(protocol: experiments.Protocol, steps_per_epoch: int, epochs:
     wd = protocol.weight_decay or None
     if protocol.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=protocol.momentum, nesterov=True, weight_decay=wd)
+    if protocol.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=protocol.weight_decay)
     return keras.optimizers.Adam(lr, weight_decay=wd)
 
 

@@ -159,3 +159,18 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert metrics["replicas"] == 2 and metrics["batch_size"] == 128
     history = load_run(tmp_path / "e3").history
     assert history["lr"].iloc[0] == pytest.approx(2e-4)  # 1e-4 x 2 replicas
+
+
+def test_protocol_optimizers_and_schedules():
+    from squeeze_keras.train import make_optimizer
+
+    paper = make_optimizer(experiments.PROTOCOLS["paper"], steps_per_epoch=10, epochs=5)
+    assert isinstance(paper, keras.optimizers.Adam) and float(paper.learning_rate) == pytest.approx(1e-4)
+    tuned = make_optimizer(experiments.PROTOCOLS["tuned"], steps_per_epoch=10, epochs=5)
+    assert isinstance(tuned, keras.optimizers.AdamW)
+    schedule = tuned._learning_rate
+    lrs = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
+    assert lrs[0] == pytest.approx(5e-5) and lrs[2] == pytest.approx(5e-4)  # 1 epoch warm-up
+    assert lrs[1] < lrs[2] and lrs[3] < lrs[2] and lrs[4] == pytest.approx(0, abs=1e-9)
+    scaled = make_optimizer(experiments.PROTOCOLS["paper"], 10, 5, scale=4)
+    assert float(scaled.learning_rate) == pytest.approx(4e-4)
