@@ -43,6 +43,19 @@ def _train(args):
           f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
 
 
+def _export(args):
+    import pandas as pd
+
+    from squeeze_keras.export import export_run
+
+    table = export_run(args.run, data=args.data, out_dir=args.out, eval_limit=args.limit,
+                       data_dir=args.data_dir)
+    with pd.option_context("display.width", 160, "display.max_columns", None):
+        print(table.to_string(index=False))
+    print(f"\n(top-1 on {table.attrs['test_images']} test images, computed by the LiteRT "
+          "interpreter; latency: batch 1, one thread)")
+
+
 def _study(args):
     from squeeze_keras.study import run_study
 
@@ -73,6 +86,13 @@ def main(argv=None) -> int:
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="1: a progress bar per epoch (default); 2: one line per epoch")
     p.set_defaults(fn=_train)
+    p = sub.add_parser("export", help="LiteRT export of a run in four forms, measured")
+    p.add_argument("run", help="a run folder, e.g. results/e4")
+    p.add_argument("--data", default="tfds", help="where the test split comes from (as train)")
+    p.add_argument("--data-dir", default=None, help="tfds data folder")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/litert)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on this many test images")
+    p.set_defaults(fn=_export)
     p = sub.add_parser("study", help="execute every notebook in order (papermill)")
     p.add_argument("--data", default="tfds", help="tfds (default) or an image folder / .tar.gz path")
     p.add_argument("--epochs", type=int, default=20)

@@ -14,16 +14,6 @@ from squeeze_keras.train import load_run, run_experiment, select_precision
 CIFAR10_ARCHIVE = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
-@pytest.fixture(scope="module")
-def learned(tmp_path_factory):
-    """E1 (baseline architecture, 2x2 pools) for ~250 steps on synthetic data."""
-    out = tmp_path_factory.mktemp("runs")
-    splits = data.load("cifar10", "synthetic", preprocessing="cifar", synthetic_sizes=(4000, 1000),
-                       batch_size=64)
-    result = run_experiment("e1", epochs=4, data=splits, out_dir=out, verbose=0)
-    return result
-
-
 def test_learns_well_above_chance_on_synthetic_data(learned):
     assert learned.metrics["top1"] > 50, learned.metrics  # chance is 10 %
     history = learned.history
