@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 
 def _save(fig, path):
@@ -31,6 +32,7 @@ def plot_history(history, title: str, path=None, report_top1: float | None = Non
     loss.legend()
     for ax in (acc, loss):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -43,6 +45,7 @@ def plot_validation_curves(runs: dict, title: str, path=None):
         ax.plot(history["epoch"] + 1, 100 * history["val_accuracy"], marker=".", label=label)
     ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title=title)
     ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)

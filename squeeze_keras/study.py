@@ -42,7 +42,7 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
     if not notebooks_dir.is_dir():
         raise FileNotFoundError(f"No notebooks folder at {notebooks_dir}.")
     if data not in ("tfds", "synthetic"):
-        path = pathlib.Path(data).resolve()
+        path = pathlib.Path(os.path.abspath(data))  # keep links: no machine path in notebooks
         if not path.exists():
             raise FileNotFoundError(f"Data path {data} does not exist.")
         data = os.path.relpath(path, notebooks_dir)
