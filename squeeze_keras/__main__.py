@@ -56,6 +56,15 @@ def _export(args):
           "interpreter; latency: batch 1, one thread)")
 
 
+def _prune(args):
+    from squeeze_keras.prune import prune_run
+
+    m = prune_run(args.run, data=args.data, sparsity=args.sparsity, epochs=args.epochs,
+                  data_dir=args.data_dir)
+    print(f"sparsity {m['sparsity']:.1%}, top-1 {m['top1']:.2f} % after {m['fine_tune_epochs']} "
+          f"fine-tuning epochs -> {args.run}/pruned (export it with `export {args.run}/pruned`)")
+
+
 def _study(args):
     from squeeze_keras.study import run_study
 
@@ -93,6 +102,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="output folder (default: RUN/litert)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on this many test images")
     p.set_defaults(fn=_export)
+    p = sub.add_parser("prune", help="fine-tune a run with magnitude pruning")
+    p.add_argument("run", help="a run folder, e.g. results/e4")
+    p.add_argument("--data", default="tfds", help="training data source (as train)")
+    p.add_argument("--data-dir", default=None, help="tfds data folder")
+    p.add_argument("--sparsity", type=float, default=0.8, help="fraction of zeros (default 0.8)")
+    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
+    p.set_defaults(fn=_prune)
     p = sub.add_parser("study", help="execute every notebook in order (papermill)")
     p.add_argument("--data", default="tfds", help="tfds (default) or an image folder / .tar.gz path")
     p.add_argument("--epochs", type=int, default=20)

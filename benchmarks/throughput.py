@@ -1,0 +1,196 @@
+"""Training/inference throughput of the package's training path, beside torchvision's SqueezeNet.
+
+For each experiment: steady-state training images/s through the package's own
+pipeline (`data.make_pipeline`, the experiment's preprocessing and
+augmentation) and `compile_model` (callbacks off), the same with batches that
+are already tensors (the pipeline's cost is the gap), inference images/s, and,
+when PyTorch is installed, torchvision's `squeezenet1_0` with the same changes
+trained on the same batch shape. Keras and PyTorch windows are interleaved so
+machine drift hits both; each figure is the median of the timed windows.
+
+    python benchmarks/throughput.py --experiments baseline e1 e2 e3 e4 --out benchmarks/results
+
+Not part of the test suite. PyTorch is optional: `pip install torch torchvision`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import numpy as np
+import pandas as pd
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from squeeze_keras import data, experiments  # noqa: E402
+from squeeze_keras.train import compile_model, hardware, select_precision  # noqa: E402
+
+
+def forward_gflops(model) -> float:
+    """Multiply-adds of every convolution x 2, per image, in GFLOP (pooling, ReLU ignored)."""
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w, c_in, _ = layer.kernel.shape
+            flops += 2 * h * w * c_out * k_h * k_w * c_in
+    return flops / 1e9
+
+
+def torch_model(config):
+    """torchvision's SqueezeNet 1.0 with the experiment's changes, built from the same config."""
+    import torch
+    from torchvision.models.squeezenet import Fire
+
+    m = config.model
+    layers = [torch.nn.Conv2d(3, m.conv1_filters, m.conv1_kernel, m.conv1_strides, m.conv1_padding),
+              torch.nn.ReLU(inplace=True)]
+    channels = m.conv1_filters
+    pool = lambda: torch.nn.MaxPool2d(m.pool_size, m.pool_strides, ceil_mode=True)  # noqa: E731
+    if "conv1" in m.pool_after:
+        layers.append(pool())
+    for name, fire in m.fires:
+        layers.append(Fire(channels, fire.squeeze, fire.expand1x1, fire.expand3x3))
+        channels = fire.filters
+        if name in m.pool_after:
+            layers.append(pool())
+    classifier = torch.nn.Sequential(
+        torch.nn.Dropout(m.dropout), torch.nn.Conv2d(channels, config.classes, 1),
+        torch.nn.ReLU(inplace=True), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    return torch.nn.Sequential(*layers, classifier)
+
+
+class KerasBench:
+    def __init__(self, config, batch_size, precision, images=4096):
+        (x, y), _ = data.synthetic_arrays(config.classes, images, 1, seed=0)
+        keras.mixed_precision.set_global_policy(precision)
+        self.model = compile_model(config.build_model(), config, images // batch_size, 20)
+        self.batch_size = batch_size
+        self.pipeline = data.make_pipeline(x, y, preprocessing=config.preprocessing, training=True,
+                                           batch_size=batch_size).repeat()
+        xb, yb = next(iter(self.pipeline))
+        self.tensors = tf.data.Dataset.from_tensors((xb, yb)).repeat()
+        self.xb = xb
+
+    def train(self, steps, tensors=False):
+        ds = self.tensors if tensors else self.pipeline
+        start = time.perf_counter()
+        self.model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+    def infer(self, steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.model.predict_on_batch(self.xb)
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+
+class TorchBench:
+    def __init__(self, config, batch_size):
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+        self.torch = torch
+        self.model = torch_model(config)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.protocol.learning_rate)
+        self.x = torch.randn(batch_size, 3, 32, 32)
+        self.y = torch.randint(0, config.classes, (batch_size,))
+        self.batch_size = batch_size
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    def train(self, steps):
+        self.model.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.opt.zero_grad()
+            loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
+            loss.backward()
+            self.opt.step()
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+
+def bench(name, batch_size, steps, windows, precision, with_torch):
+    config = experiments.get(name)
+    kb = KerasBench(config, batch_size, precision)
+    kb.train(3)  # warm-up: tracing and first allocations
+    kb.train(3, tensors=True)
+    tb = None
+    if with_torch:
+        tb = TorchBench(config, batch_size)
+        assert tb.params == kb.model.count_params(), (tb.params, kb.model.count_params())
+        tb.train(3)
+    keras_ips, tensor_ips, torch_ips = [], [], []
+    for _ in range(windows):  # interleaved windows
+        keras_ips.append(kb.train(steps))
+        tensor_ips.append(kb.train(steps, tensors=True))
+        if tb:
+            torch_ips.append(tb.train(steps))
+    infer = statistics.median(kb.infer(steps) for _ in range(windows))
+    gflops = forward_gflops(kb.model)
+    ips = statistics.median(keras_ips)
+    row = {
+        "experiment": name, "device": hardware(), "precision": precision, "batch": batch_size,
+        "train img/s": round(ips, 1),
+        "train img/s (tensor input)": round(statistics.median(tensor_ips), 1),
+        "pipeline gap %": round(100 * (1 - ips / statistics.median(tensor_ips)), 1),
+        "infer img/s": round(infer, 1),
+        "s per 20-epoch run": round(20 * 50_000 / ips),
+        "fwd GFLOP/img": round(gflops, 3),
+        "train GFLOP/s": round(3 * gflops * ips, 1),  # forward + backward ~ 3x forward
+    }
+    if tb:
+        row["torch train img/s"] = round(statistics.median(torch_ips), 1)
+        row["keras/torch"] = round(ips / row["torch train img/s"], 2)
+    keras.mixed_precision.set_global_policy("float32")
+    return row
+
+
+def markdown(df) -> str:
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", nargs="*", default=["baseline", "e1", "e2", "e3", "e4"])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20, help="training steps per timed window")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
+    args = parser.parse_args()
+    try:
+        import torch  # noqa: F401
+        with_torch = not args.no_torch
+    except ImportError:
+        with_torch = False
+    precision = select_precision(args.precision)
+    rows = []
+    for name in args.experiments:
+        rows.append(bench(name, args.batch_size, args.steps, args.windows, precision, with_torch))
+        print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out / "throughput.csv", index=False)
+    versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}"
+    if with_torch:
+        import torch
+        versions += f", PyTorch {torch.__version__}"
+    (args.out / "throughput.md").write_text(
+        f"{hardware()}; {versions}; batch {args.batch_size}, {args.windows} windows of "
+        f"{args.steps} steps (median)\n\n" + markdown(df) + "\n")
+    print(df.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
