@@ -4,8 +4,9 @@ For each experiment: steady-state training images/s through the package's own
 pipeline (`data.make_pipeline`, the experiment's preprocessing and
 augmentation) and `compile_model` (callbacks off), the same with batches that
 are already tensors (the pipeline's cost is the gap), inference images/s, and,
-when PyTorch is installed, torchvision's `squeezenet1_0` with the same changes
-trained on the same batch shape. Keras and PyTorch windows are interleaved so
+when PyTorch is installed, torchvision's SqueezeNet 1.0 (its `Fire` module,
+the same layer list) with the same changes trained on the same batch shape,
+in a worker process (`torch_worker.py`). Keras and PyTorch windows are interleaved so
 machine drift hits both; each figure is the median of the timed windows.
 
     python benchmarks/throughput.py --experiments baseline e1 e2 e3 e4 --out benchmarks/results
@@ -45,29 +46,6 @@ def forward_gflops(model) -> float:
     return flops / 1e9
 
 
-def torch_model(config):
-    """torchvision's SqueezeNet 1.0 with the experiment's changes, built from the same config."""
-    import torch
-    from torchvision.models.squeezenet import Fire
-
-    m = config.model
-    layers = [torch.nn.Conv2d(3, m.conv1_filters, m.conv1_kernel, m.conv1_strides, m.conv1_padding),
-              torch.nn.ReLU(inplace=True)]
-    channels = m.conv1_filters
-    pool = lambda: torch.nn.MaxPool2d(m.pool_size, m.pool_strides, ceil_mode=True)  # noqa: E731
-    if "conv1" in m.pool_after:
-        layers.append(pool())
-    for name, fire in m.fires:
-        layers.append(Fire(channels, fire.squeeze, fire.expand1x1, fire.expand3x3))
-        channels = fire.filters
-        if name in m.pool_after:
-            layers.append(pool())
-    classifier = torch.nn.Sequential(
-        torch.nn.Dropout(m.dropout), torch.nn.Conv2d(channels, config.classes, 1),
-        torch.nn.ReLU(inplace=True), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    return torch.nn.Sequential(*layers, classifier)
-
-
 class KerasBench:
     def __init__(self, config, batch_size, precision, images=4096):
         (x, y), _ = data.synthetic_arrays(config.classes, images, 1, seed=0)
@@ -94,27 +72,35 @@ class KerasBench:
 
 
 class TorchBench:
-    def __init__(self, config, batch_size):
-        import torch
+    """Drives benchmarks/torch_worker.py (PyTorch must not share TensorFlow's process)."""
 
-        torch.set_num_threads(os.cpu_count())
-        self.torch = torch
-        self.model = torch_model(config)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=config.protocol.learning_rate)
-        self.x = torch.randn(batch_size, 3, 32, 32)
-        self.y = torch.randint(0, config.classes, (batch_size,))
-        self.batch_size = batch_size
-        self.params = sum(p.numel() for p in self.model.parameters())
+    def __init__(self, config, batch_size):
+        import dataclasses
+        import json
+        import subprocess
+        import sys
+
+        self.json = json
+        self.proc = subprocess.Popen(
+            [sys.executable, str(pathlib.Path(__file__).with_name("torch_worker.py"))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        spec = {"model": dataclasses.asdict(config.model), "classes": config.classes,
+                "batch": batch_size, "lr": config.protocol.learning_rate}
+        spec["model"]["fires"] = [[n, [f["squeeze"], f["expand1x1"], f["expand3x3"]]]
+                                  for n, f in spec["model"]["fires"]]
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+        info = json.loads(self.proc.stdout.readline())
+        self.params, self.version = info["params"], info["torch"]
 
     def train(self, steps):
-        self.model.train()
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.opt.zero_grad()
-            loss = self.torch.nn.functional.cross_entropy(self.model(self.x), self.y)
-            loss.backward()
-            self.opt.step()
-        return steps * self.batch_size / (time.perf_counter() - start)
+        self.proc.stdin.write(f"train {steps}\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def bench(name, batch_size, steps, windows, precision, with_torch):
@@ -134,6 +120,8 @@ def bench(name, batch_size, steps, windows, precision, with_torch):
         if tb:
             torch_ips.append(tb.train(steps))
     infer = statistics.median(kb.infer(steps) for _ in range(windows))
+    if tb:
+        tb.close()
     gflops = forward_gflops(kb.model)
     ips = statistics.median(keras_ips)
     row = {
@@ -169,11 +157,9 @@ def main():
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
     args = parser.parse_args()
-    try:
-        import torch  # noqa: F401
-        with_torch = not args.no_torch
-    except ImportError:
-        with_torch = False
+    import importlib.util
+
+    with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     precision = select_precision(args.precision)
     rows = []
     for name in args.experiments:
@@ -184,8 +170,9 @@ def main():
     df.to_csv(args.out / "throughput.csv", index=False)
     versions = f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}"
     if with_torch:
-        import torch
-        versions += f", PyTorch {torch.__version__}"
+        from importlib.metadata import version
+
+        versions += f", PyTorch {version('torch')} (torchvision {version('torchvision')})"
     (args.out / "throughput.md").write_text(
         f"{hardware()}; {versions}; batch {args.batch_size}, {args.windows} windows of "
         f"{args.steps} steps (median)\n\n" + markdown(df) + "\n")

