@@ -19,6 +19,19 @@ EXPERIMENT_NOTEBOOKS = (
 RESULTS_NOTEBOOK = "06_results"
 
 
+def scrub_paths(notebook_path):
+    """Replaces the absolute paths papermill records in a notebook's metadata by its name."""
+    import nbformat
+
+    notebook_path = pathlib.Path(notebook_path)
+    nb = nbformat.read(notebook_path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = notebook_path.name
+    nbformat.write(nb, notebook_path)
+
+
 def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
               only=None, log=print):
     """Executes the notebooks in the report's order; stops at the first failure.
@@ -71,6 +84,7 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
             log(f"[{i}/{len(stems)}] {stem}: FAILED in cell {err.exec_count}: "
                 f"{err.ename}: {err.evalue}\nSee {target}. Stopping here.")
             raise
+        scrub_paths(target)
         log(f"[{i}/{len(stems)}] {stem}: done in {time.perf_counter() - start:.0f} s -> {target}")
         done.append(target)
     return done
