@@ -23,7 +23,6 @@ import platform
 import statistics
 import time
 
-import numpy as np
 import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

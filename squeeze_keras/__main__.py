@@ -1,4 +1,4 @@
-"""Command line: `python -m squeeze_keras list | summary EXP | train EXP`."""
+"""Command line: `python -m squeeze_keras list | summary | train | export | prune | study`."""
 
 from __future__ import annotations
 

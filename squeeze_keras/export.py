@@ -18,7 +18,6 @@ the LiteRT interpreter itself, and the median batch-1 CPU latency.
 from __future__ import annotations
 
 import gzip
-import json
 import pathlib
 import statistics
 import time
@@ -141,32 +140,16 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
         A DataFrame: form, bytes, gzip bytes, top-1 (LiteRT), agreement with
         the Keras model's predictions, batch-1 latency.
     """
-    import keras
-
     from squeeze_keras import data as data_lib
-    from squeeze_keras import experiments
+    from squeeze_keras.train import load_trained_model
 
     run_dir = pathlib.Path(run_dir)
     model_file = run_dir / "model.keras"
-    if not model_file.exists():
-        raise FileNotFoundError(
-            f"{run_dir} holds no model.keras: export needs a finished run "
-            "(`python -m squeeze_keras train ...`)."
-        )
-    stored = json.loads((run_dir / "config.json").read_text())["experiment"]
-    config = experiments.get(stored["name"])
-    splits = data_lib.load(config.dataset, data, preprocessing=stored["preprocessing"],
+    config, preprocessing, model = load_trained_model(run_dir, "export")
+    splits = data_lib.load(config.dataset, data, preprocessing=preprocessing,
                            batch_size=250, seed=0, data_dir=data_dir)
     x_test, y_test = _split_arrays(splits.test, eval_limit)
     x_rep, _ = _split_arrays(splits.train, representative)
-    # Rebuild in float32 (a GPU run saves a mixed_float16 model) with the trained weights.
-    previous = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        model = config.build_model()
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    model.set_weights(keras.models.load_model(model_file).get_weights())
     keras_pred = model.predict(x_test, batch_size=250, verbose=0).argmax(1)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "litert"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -75,18 +75,12 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.8, epochs=2, out_dir=None, dat
     `metrics.json` into `out_dir` (default `run_dir/pruned`) and returns the metrics.
     """
     from squeeze_keras import data as data_lib
-    from squeeze_keras import experiments
-    from squeeze_keras.train import compile_model
+    from squeeze_keras.train import compile_model, load_trained_model
 
     run_dir = pathlib.Path(run_dir)
-    if not (run_dir / "model.keras").exists():
-        raise FileNotFoundError(f"{run_dir} holds no model.keras: pruning needs a finished run.")
-    stored = json.loads((run_dir / "config.json").read_text())["experiment"]
-    config = experiments.get(stored["name"])
-    splits = data_lib.load(config.dataset, data, preprocessing=stored["preprocessing"],
+    config, preprocessing, model = load_trained_model(run_dir, "pruning")
+    splits = data_lib.load(config.dataset, data, preprocessing=preprocessing,
                            batch_size=config.protocol.batch_size, data_dir=data_dir, limit=limit)
-    model = config.build_model()
-    model.set_weights(keras.models.load_model(run_dir / "model.keras").get_weights())
     steps = -(-splits.train_size // config.protocol.batch_size)
     compile_model(model, config, steps, epochs)
     model.fit(splits.train, epochs=epochs, shuffle=False, verbose=verbose,

@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import time
 
@@ -199,6 +200,29 @@ def load_run(run_dir) -> RunResult:
     return RunResult(run_dir, history, json.loads(metrics_file.read_text()))
 
 
+def load_trained_model(run_dir, purpose: str = "this"):
+    """A run's config (as registered), its preprocessing and its model, rebuilt in float32.
+
+    Rebuilding (instead of using the loaded file as is) gives a float32 model
+    even when the run trained under a mixed-precision policy on a GPU.
+    """
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / "model.keras").exists():
+        raise FileNotFoundError(
+            f"{run_dir} holds no model.keras: {purpose} needs a finished run "
+            "(`python -m squeeze_keras train ...`).")
+    stored = json.loads((run_dir / "config.json").read_text())["experiment"]
+    config = experiments.get(stored["name"])
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = config.build_model()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    model.set_weights(keras.models.load_model(run_dir / "model.keras").get_weights())
+    return config, stored["preprocessing"], model
+
+
 def _source_label(data) -> str:
     if isinstance(data, data_lib.Splits):
         return data.source
@@ -253,9 +277,10 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
             "overwrite=True (CLI: --overwrite) or choose another out_dir."
         )
     run_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:
+    if overwrite:  # start afresh: no resume from an older run's backup either
         for name in ("metrics.json", "history.csv", "model.keras"):
             (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
     (run_dir / "config.json").write_text(json.dumps(wanted, indent=2) + "\n")
 
     strategy = strategy or distribution_strategy()

@@ -4,7 +4,6 @@ import json
 import pathlib
 
 import keras
-import numpy as np
 import pytest
 
 from squeeze_keras import data, experiments
