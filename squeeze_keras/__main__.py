@@ -57,12 +57,13 @@ def _export(args):
 
 
 def _prune(args):
-    from squeeze_keras.prune import prune_run
+    from squeeze_keras.prune import prune_run, pruned_dir
 
+    out = args.out or pruned_dir(args.run, args.sparsity)
     m = prune_run(args.run, data=args.data, sparsity=args.sparsity, epochs=args.epochs,
-                  data_dir=args.data_dir)
-    print(f"sparsity {m['sparsity']:.1%}, top-1 {m['top1']:.2f} % after {m['fine_tune_epochs']} "
-          f"fine-tuning epochs -> {args.run}/pruned (export it with `export {args.run}/pruned`)")
+                  data_dir=args.data_dir, out_dir=out)
+    print(f"sparsity {m['sparsity']:.1%}, top-1 {m['top1']:.2f} % (unpruned {m['unpruned_top1']:.2f} %) "
+          f"after {m['fine_tune_epochs']} fine-tuning epochs -> {out} (export it with `export {out}`)")
 
 
 def _study(args):
@@ -106,8 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("run", help="a run folder, e.g. results/e4")
     p.add_argument("--data", default="tfds", help="training data source (as train)")
     p.add_argument("--data-dir", default=None, help="tfds data folder")
-    p.add_argument("--sparsity", type=float, default=0.8, help="fraction of zeros (default 0.8)")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
+    p.add_argument("--sparsity", type=float, default=0.6, help="fraction of zeros (default 0.6)")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/pruned<percent>)")
     p.set_defaults(fn=_prune)
     p = sub.add_parser("study", help="execute every notebook in order (papermill)")
     p.add_argument("--data", default="tfds", help="tfds (default) or an image folder / .tar.gz path")

@@ -173,3 +173,97 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
     table.attrs["test_images"] = len(y_test)
     table.to_csv(out_dir / "litert.csv", index=False)
     return table
+
+
+# Reference sizes (ImageNet models, from the SqueezeNet paper's Table 2), for the size axis only.
+REFERENCE_SIZES = {
+    "AlexNet, 240 MB": 240e6,
+    "SqueezeNet, 4.8 MB": 4.8e6,
+    "SqueezeNet + Deep Compression, 0.47 MB": 0.47e6,
+}
+# The bars of the small-models study: (limit, unit) per check.
+INT8_MAX_BYTES = 850_000
+INT8_MAX_DROP = 1.0
+PRUNED_MAX_GZIP_BYTES = 500_000
+PRUNED_MAX_DROP = 1.5
+
+
+def size_table(run_dir) -> pd.DataFrame:
+    """Every exported form of a run and of its pruned variants (`RUN/pruned*`), one row each.
+
+    Reads the `litert/litert.csv` tables that `export_run` wrote. Adds `model`
+    (`dense` or the pruned folder's name), `sparsity` and `drop` (points of
+    top-1 lost against the dense Keras model).
+
+    Raises:
+        FileNotFoundError: the run has not been exported yet.
+    """
+    run_dir = pathlib.Path(run_dir)
+    dense = run_dir / "litert" / "litert.csv"
+    if not dense.exists():
+        raise FileNotFoundError(
+            f"{run_dir} has no litert/litert.csv: export it first "
+            f"(`python -m squeeze_keras export {run_dir}`).")
+    frames = [pd.read_csv(dense).assign(model="dense", sparsity=0.0)]
+    for pruned in sorted(run_dir.glob("pruned*/litert/litert.csv")):
+        metrics = pd.read_json(pruned.parent.parent / "metrics.json", typ="series")
+        frames.append(pd.read_csv(pruned).assign(model=pruned.parent.parent.name,
+                                                 sparsity=float(metrics["sparsity"])))
+    table = pd.concat(frames, ignore_index=True)
+    reference = float(table.loc[(table["model"] == "dense")
+                                & (table["form"] == "keras (reference)"), "top-1"].iloc[0])
+    table["drop"] = (reference - table["top-1"]).round(2)
+    return table[["model", "sparsity", "form", "bytes", "gzip bytes", "top-1", "drop",
+                  "agreement with keras", "latency ms"]]
+
+
+def check_bars(table: pd.DataFrame) -> pd.DataFrame:
+    """The study's bars against a `size_table`: one row per check, with `met` True/False.
+
+    Dense full-integer int8: under 850,000 bytes and within 1 point of the
+    float model. Each pruned variant's int8 model: gzip'ed under 500,000 bytes
+    (the paper's 0.47 MB) and within 1.5 points of the dense float model.
+    """
+    rows = []
+
+    def add(what, measured, limit, met):
+        rows.append({"check": what, "measured": measured, "limit": limit, "met": bool(met)})
+
+    int8 = table[table["form"] == "int8"].set_index("model")
+    if "dense" in int8.index:
+        dense = int8.loc["dense"]
+        add("dense int8: bytes", int(dense["bytes"]), INT8_MAX_BYTES,
+            dense["bytes"] < INT8_MAX_BYTES)
+        add("dense int8: top-1 drop (points)", float(dense["drop"]), INT8_MAX_DROP,
+            dense["drop"] <= INT8_MAX_DROP)
+    for model, row in int8.drop(index="dense", errors="ignore").iterrows():
+        add(f"{model} int8: gzip bytes", int(row["gzip bytes"]), PRUNED_MAX_GZIP_BYTES,
+            row["gzip bytes"] < PRUNED_MAX_GZIP_BYTES)
+        add(f"{model} int8: top-1 drop (points)", float(row["drop"]), PRUNED_MAX_DROP,
+            row["drop"] <= PRUNED_MAX_DROP)
+    return pd.DataFrame(rows, columns=["check", "measured", "limit", "met"])
+
+
+def compress_run(run_dir, *, data="tfds", sparsity=0.6, prune_epochs=3, data_dir=None,
+                 limit=None, representative=256, latency_runs=100, verbose=2) -> pd.DataFrame:
+    """The whole small-models study of one run: export, prune, export the pruned model.
+
+    Each step whose output already exists in the run folder is reused, not
+    redone (delete `RUN/litert` or `RUN/pruned<percent>` to redo it).
+    `limit` caps the test images evaluated and the examples per split of the
+    fine-tuning (smoke runs). Returns `size_table(run_dir)`.
+    """
+    from squeeze_keras.prune import prune_run, pruned_dir
+
+    run_dir = pathlib.Path(run_dir)
+    pruned = pruned_dir(run_dir, sparsity)
+    options = dict(data=data, data_dir=data_dir, eval_limit=limit,
+                   representative=representative, latency_runs=latency_runs)
+    if not (run_dir / "litert" / "litert.csv").exists():
+        export_run(run_dir, **options)
+    if not (pruned / "metrics.json").exists():
+        prune_run(run_dir, data=data, sparsity=sparsity, epochs=prune_epochs, out_dir=pruned,
+                  data_dir=data_dir, limit=limit, verbose=verbose)
+    if not (pruned / "litert" / "litert.csv").exists():
+        export_run(pruned, **options)
+    return size_table(run_dir)

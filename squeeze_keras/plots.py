@@ -49,3 +49,30 @@ def plot_validation_curves(runs: dict, title: str, path=None):
     ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_size_vs_accuracy(table, title: str, path=None, references=None):
+    """Top-1 against gzip'ed size (log scale) for every form in an `export.size_table`.
+
+    `references` (`{label: bytes}`, default `export.REFERENCE_SIZES`) are drawn as
+    vertical lines: sizes of ImageNet models, for scale only (their accuracy is
+    on another task).
+    """
+    from squeeze_keras.export import REFERENCE_SIZES
+
+    references = REFERENCE_SIZES if references is None else references
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for model, rows in table.groupby("model", sort=False):
+        ax.plot(rows["gzip bytes"], rows["top-1"], marker="o", linestyle="", label=model)
+        for _, row in rows.iterrows():
+            ax.annotate(row["form"].replace(" (reference)", ""), (row["gzip bytes"], row["top-1"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=7)
+    styles = iter([":", "--", "-."])
+    for label, size in references.items():
+        ax.axvline(size, color="grey", linestyle=next(styles, ":"), label=f"{label} (ImageNet)")
+    ax.set_xscale("log")
+    ax.set(xlabel="size after gzip (bytes, log scale)", ylabel="top-1 (%)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)

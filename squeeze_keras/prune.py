@@ -66,13 +66,22 @@ class MagnitudePruning(keras.callbacks.Callback):
         apply_magnitude_masks(self.model, sparsity_at(self.step, self.target, self.begin, self.end))
 
 
-def prune_run(run_dir, *, data="tfds", sparsity=0.8, epochs=2, out_dir=None, data_dir=None,
+def pruned_dir(run_dir, sparsity: float) -> pathlib.Path:
+    """Where `prune_run` writes by default: `RUN/pruned60` for 60 % sparsity."""
+    return pathlib.Path(run_dir) / f"pruned{round(100 * sparsity)}"
+
+
+def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=3, out_dir=None, data_dir=None,
               limit=None, verbose=2):
     """Fine-tunes a run's model with magnitude pruning to `sparsity`; saves it beside the run.
 
     The schedule reaches the target after 2/3 of the fine-tuning steps; the
-    rest recovers accuracy at full sparsity. Writes `model.keras` and
-    `metrics.json` into `out_dir` (default `run_dir/pruned`) and returns the metrics.
+    rest recovers accuracy at full sparsity. The defaults (60 %, 3 epochs) are
+    what it takes for the full-integer model to gzip under 0.5 MB: measured on
+    the trained baseline without fine-tuning, int8 + gzip is 763 KB dense,
+    530 KB at 50 %, 457 KB at 60 %, 377 KB at 70 % sparsity. Writes
+    `model.keras`, `config.json` and `metrics.json` into `out_dir` (default
+    `pruned_dir(run_dir, sparsity)`) and returns the metrics.
     """
     from squeeze_keras import data as data_lib
     from squeeze_keras.train import compile_model, load_trained_model
@@ -87,7 +96,7 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.8, epochs=2, out_dir=None, dat
               callbacks=[MagnitudePruning(sparsity, 0, int(2 / 3 * steps * epochs))])
     apply_magnitude_masks(model, sparsity)  # exactly the target at the end
     result = model.evaluate(splits.test, return_dict=True, verbose=0)
-    out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "pruned"
+    out_dir = pathlib.Path(out_dir) if out_dir else pruned_dir(run_dir, sparsity)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = config.build_model()
     final.set_weights(model.get_weights())
@@ -95,6 +104,7 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.8, epochs=2, out_dir=None, dat
     (out_dir / "config.json").write_text((run_dir / "config.json").read_text())
     metrics = {"sparsity": round(sparsity_of(final), 4), "target_sparsity": sparsity,
                "fine_tune_epochs": epochs, "top1": round(100 * float(result["accuracy"]), 2),
+               "unpruned_top1": json.loads((run_dir / "metrics.json").read_text())["top1"],
                "test_size": splits.test_size}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -55,3 +55,19 @@ def table1(results_dir) -> pd.DataFrame:
     for col in ("report params", "params", "epochs"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def best_run(results_dir, dataset: str = "cifar10") -> pathlib.Path:
+    """The run folder with the highest top-1 on `dataset`, over every protocol.
+
+    Raises:
+        FileNotFoundError: no finished run of `dataset` in `results_dir`.
+    """
+    runs = []
+    for metrics_file in pathlib.Path(results_dir).glob("*/metrics.json"):
+        run = load_run(metrics_file.parent)
+        if experiments.get(run.metrics["experiment"]).dataset == dataset:
+            runs.append((run.metrics["top1"], metrics_file.parent))
+    if not runs:
+        raise FileNotFoundError(f"No finished {dataset} run in {results_dir}.")
+    return max(runs)[1]

@@ -17,6 +17,7 @@ EXPERIMENT_NOTEBOOKS = (
     "03_e3_fire3_dropout", "04_e4_delayed_downsampling", "05_e5_cifar100",
 )
 RESULTS_NOTEBOOK = "06_results"
+SMALL_MODELS_NOTEBOOK = "07_small_models"
 
 
 def scrub_paths(notebook_path):
@@ -59,7 +60,7 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
         if not path.exists():
             raise FileNotFoundError(f"Data path {data} does not exist.")
         data = os.path.relpath(path, notebooks_dir)
-    stems = [*EXPERIMENT_NOTEBOOKS, RESULTS_NOTEBOOK]
+    stems = [*EXPERIMENT_NOTEBOOKS, RESULTS_NOTEBOOK, SMALL_MODELS_NOTEBOOK]
     if only:
         unknown = sorted(set(only) - set(stems))
         if unknown:
@@ -71,8 +72,10 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
         source = notebooks_dir / f"{stem}.ipynb"
         target = out_dir / f"{stem}.ipynb"
         params = {"SMOKE": smoke}
-        if stem != RESULTS_NOTEBOOK:
+        if stem in EXPERIMENT_NOTEBOOKS:
             params.update(EPOCHS=epochs, DATA=data)
+        elif stem == SMALL_MODELS_NOTEBOOK:
+            params.update(DATA=data)
         log(f"[{i}/{len(stems)}] {stem}: running ({'smoke' if smoke else f'{epochs} epochs'})")
         start = time.perf_counter()
         try:

@@ -1,9 +1,13 @@
 """LiteRT export: every form round-trips and the interpreter agrees with Keras."""
 
+import shutil
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from squeeze_keras import export
+from squeeze_keras.plots import plot_size_vs_accuracy
 from squeeze_keras.__main__ import main
 
 
@@ -52,3 +56,66 @@ def test_run_without_model_is_refused(tmp_path):
     assert main(["export", str(tmp_path), "--data", "synthetic"]) == 2
     with pytest.raises(ValueError, match="form='int4'"):
         export.convert(None, "int4")
+
+
+@pytest.fixture(scope="module")
+def compressed(learned, tmp_path_factory):
+    """The whole small-models study on a copy of the learned run: export, prune, export."""
+    run_dir = tmp_path_factory.mktemp("compress") / "e1"
+    shutil.copytree(learned.run_dir, run_dir, ignore=shutil.ignore_patterns("backup", "checkpoints"))
+    table = export.compress_run(run_dir, data="synthetic", sparsity=0.6, prune_epochs=1,
+                                limit=300, representative=64, latency_runs=5, verbose=0)
+    return run_dir, table
+
+
+def test_compress_run_measures_dense_and_pruned_forms(compressed):
+    run_dir, table = compressed
+    assert list(table["model"].unique()) == ["dense", "pruned60"]
+    assert list(table["form"]) == 2 * ["keras (reference)", *export.FORMS]
+    assert table.loc[table["model"] == "pruned60", "sparsity"].tolist() == pytest.approx(5 * [0.6], abs=0.01)
+    gz = table[table["form"] == "int8"].set_index("model")["gzip bytes"]
+    assert gz["pruned60"] < 0.8 * gz["dense"]  # zeros compress
+    reference = table.loc[0, "top-1"]
+    np.testing.assert_allclose(table["drop"], reference - table["top-1"], atol=0.01)
+    assert (run_dir / "pruned60" / "litert" / "int8.tflite").exists()
+
+
+def test_compress_run_reuses_what_exists(compressed):
+    run_dir, _ = compressed
+    files = [run_dir / "litert" / "litert.csv", run_dir / "pruned60" / "model.keras",
+             run_dir / "pruned60" / "litert" / "litert.csv"]
+    before = [f.stat().st_mtime_ns for f in files]
+    export.compress_run(run_dir, data="synthetic", sparsity=0.6)  # would take minutes if redone
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_bars_are_checked_against_their_limits():
+    table = pd.DataFrame({
+        "model": ["dense", "dense", "pruned60", "pruned80"],
+        "form": ["keras (reference)", "int8", "int8", "int8"],
+        "bytes": [3_000_000, 849_999, 849_999, 849_999],
+        "gzip bytes": [2_700_000, 760_000, 499_999, 300_000],
+        "drop": [0.0, 1.0, 1.5, 1.51],
+    })
+    bars = export.check_bars(table).set_index("check")
+    assert bars["met"].to_dict() == {
+        "dense int8: bytes": True, "dense int8: top-1 drop (points)": True,
+        "pruned60 int8: gzip bytes": True, "pruned60 int8: top-1 drop (points)": True,
+        "pruned80 int8: gzip bytes": True, "pruned80 int8: top-1 drop (points)": False,
+    }
+    table.loc[1, "bytes"] = 850_000
+    assert not export.check_bars(table).set_index("check").loc["dense int8: bytes", "met"]
+
+
+def test_size_table_needs_an_export(learned, tmp_path):
+    with pytest.raises(FileNotFoundError, match="export it first"):
+        export.size_table(tmp_path)
+
+
+def test_size_plot_has_the_reference_lines(compressed, tmp_path):
+    _, table = compressed
+    fig = plot_size_vs_accuracy(table, "test", tmp_path / "small.png")
+    ax = fig.axes[0]
+    xs = sorted(line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 2)
+    assert xs == sorted(export.REFERENCE_SIZES.values())
+    assert ax.get_xscale() == "log" and (tmp_path / "small.png").stat().st_size > 0

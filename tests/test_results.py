@@ -1,0 +1,40 @@
+"""Table 1 and the best run are read from run folders, and missing runs stay missing."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from squeeze_keras import results
+
+
+def fake_run(results_dir, folder, experiment, top1, protocol="paper"):
+    run_dir = results_dir / folder
+    run_dir.mkdir(parents=True)
+    pd.DataFrame({"epoch": [0], "accuracy": [0.5], "val_accuracy": [top1 / 100]}).to_csv(
+        run_dir / "history.csv", index=False)
+    metrics = {"experiment": experiment, "protocol": protocol, "top1": top1, "epochs": 20,
+               "seconds_per_epoch": 100.0, "hardware": "test machine", "data_source": "test"}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_table1_sets_runs_beside_the_report_and_leaves_the_rest_missing(tmp_path):
+    fake_run(tmp_path, "e1", "e1", 60.0)
+    fake_run(tmp_path, "e4_tuned", "e4", 81.0, protocol="tuned")
+    table = results.table1(tmp_path).set_index("run")
+    assert table.loc["e1", "paper top-1"] == 60.0
+    assert table.loc["e1", "difference"] == pytest.approx(60.0 - 58.43)
+    assert table.loc["e4", "tuned top-1"] == 81.0
+    assert pd.isna(table.loc["e4", "paper top-1"]) and pd.isna(table.loc["baseline", "paper top-1"])
+    assert table.loc["e3", "params"] == 715_162 and table.loc["e3", "report params"] == 715_169
+
+
+def test_best_run_is_the_highest_cifar10_top1_over_protocols(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No finished cifar10 run"):
+        results.best_run(tmp_path)
+    fake_run(tmp_path, "e1", "e1", 60.0)
+    best = fake_run(tmp_path, "e4_tuned", "e4", 81.0, protocol="tuned")
+    fake_run(tmp_path, "e5", "e5", 90.0)  # CIFAR-100: another task
+    assert results.best_run(tmp_path) == best
+    assert results.best_run(tmp_path, "cifar100").name == "e5"
