@@ -91,7 +91,7 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=3, out_dir=None, dat
     splits = data_lib.load(config.dataset, data, preprocessing=preprocessing,
                            batch_size=config.protocol.batch_size, data_dir=data_dir, limit=limit)
     steps = -(-splits.train_size // config.protocol.batch_size)
-    compile_model(model, config, steps, epochs)
+    compile_model(model, config, steps, epochs, steps_per_execution=1)  # masks after every step
     model.fit(splits.train, epochs=epochs, shuffle=False, verbose=verbose,
               callbacks=[MagnitudePruning(sparsity, 0, int(2 / 3 * steps * epochs))])
     apply_magnitude_masks(model, sparsity)  # exactly the target at the end

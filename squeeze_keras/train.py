@@ -156,11 +156,33 @@ def _smoothed_sparse_crossentropy(smoothing: float, classes: int):
     return loss
 
 
+def default_steps_per_execution() -> int:
+    """Training steps per compiled call: 1 on CPUs, 32 where a GPU or TPU is visible.
+
+    A batch of 64 CIFAR images is a few milliseconds of GPU work, about what
+    one trip from Python to the device costs, so on accelerators several steps
+    run per call. On a CPU each step takes tens of milliseconds or more and
+    `steps_per_execution` brings nothing (benchmarks/README.md).
+    """
+    accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+    return 32 if accelerators else 1
+
+
 def compile_model(model, config: experiments.ExperimentConfig, steps_per_epoch: int,
-                  epochs: int, scale: float = 1.0):
-    """Compiles with the protocol's optimizer and loss, and stable metric names."""
+                  epochs: int, scale: float = 1.0, steps_per_execution: int | None = None):
+    """Compiles with the protocol's optimizer and loss, and stable metric names.
+
+    `steps_per_execution` defaults to `default_steps_per_execution()`. Callbacks
+    that act per batch then run once per that many steps.
+    """
     smoothing = config.protocol.label_smoothing
+    if steps_per_execution is None:
+        steps_per_execution = default_steps_per_execution()
+    if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
+        raise ValueError("`steps_per_execution` must be a positive integer. "
+                         f"Received: steps_per_execution={steps_per_execution!r}")
     model.compile(
+        steps_per_execution=steps_per_execution,
         optimizer=make_optimizer(config.protocol, steps_per_epoch, epochs, scale),
         loss=(_smoothed_sparse_crossentropy(smoothing, config.classes) if smoothing
               else keras.losses.SparseCategoricalCrossentropy()),

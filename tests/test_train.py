@@ -163,3 +163,26 @@ def test_protocol_optimizers_and_schedules():
     assert lrs[1] < lrs[2] and lrs[3] < lrs[2] and lrs[4] == pytest.approx(0, abs=1e-9)
     scaled = make_optimizer(experiments.PROTOCOLS["paper"], 10, 5, scale=4)
     assert float(scaled.learning_rate) == pytest.approx(4e-4)
+
+
+def test_steps_per_execution_trains_the_same_weights():
+    import numpy as np
+
+    from squeeze_keras.train import compile_model, default_steps_per_execution
+
+    config = experiments.get("baseline")
+    (x, y), _ = data.synthetic_arrays(10, 256, 1, seed=0)
+    weights = []
+    for spe in (1, 4):
+        keras.utils.set_random_seed(0)
+        model = compile_model(config.build_model(), config, 8, 1, steps_per_execution=spe)
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    import tensorflow as tf
+
+    accelerated = bool(tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU"))
+    assert default_steps_per_execution() == (32 if accelerated else 1)
+    with pytest.raises(ValueError, match="steps_per_execution=0"):
+        compile_model(config.build_model(), config, 8, 1, steps_per_execution=0)
