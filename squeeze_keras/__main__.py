@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="tfds", help="training data source (as train)")
     p.add_argument("--data-dir", default=None, help="tfds data folder")
     p.add_argument("--sparsity", type=float, default=0.6, help="fraction of zeros (default 0.6)")
-    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (default 6)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/pruned<percent>)")
     p.set_defaults(fn=_prune)
     p = sub.add_parser("study", help="execute every notebook in order (papermill)")

@@ -244,7 +244,7 @@ def check_bars(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["check", "measured", "limit", "met"])
 
 
-def compress_run(run_dir, *, data="tfds", sparsity=0.6, prune_epochs=3, data_dir=None,
+def compress_run(run_dir, *, data="tfds", sparsity=0.6, prune_epochs=6, data_dir=None,
                  limit=None, representative=256, latency_runs=100, verbose=2) -> pd.DataFrame:
     """The whole small-models study of one run: export, prune, export the pruned model.
 

@@ -199,7 +199,7 @@ def small_models_notebook():
             "model on synthetic data in a temporary folder and measures that instead."),
         new_code_cell(
             'RUN = "best"\nRESULTS_DIR = "../results"\nFIGURES_DIR = "../figures"\n'
-            'DATA = "tfds"\nSPARSITY = 0.6\nPRUNE_EPOCHS = 3\nSMOKE = False',
+            'DATA = "tfds"\nSPARSITY = 0.6\nPRUNE_EPOCHS = 6\nSMOKE = False',
             metadata={"tags": ["parameters"]}),
         new_code_cell(
             "import json, os, pathlib\n\n"
