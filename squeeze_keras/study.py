@@ -76,7 +76,8 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
             params.update(EPOCHS=epochs, DATA=data)
         elif stem == SMALL_MODELS_NOTEBOOK:
             params.update(DATA=data)
-        log(f"[{i}/{len(stems)}] {stem}: running ({'smoke' if smoke else f'{epochs} epochs'})")
+        mode = "smoke" if smoke else f"{epochs} epochs" if stem in EXPERIMENT_NOTEBOOKS else "full"
+        log(f"[{i}/{len(stems)}] {stem}: running ({mode})")
         start = time.perf_counter()
         try:
             papermill.execute_notebook(
