@@ -17,10 +17,13 @@ the LiteRT interpreter itself, and the median batch-1 CPU latency.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import pathlib
 import statistics
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -61,7 +64,17 @@ def convert(model, form: str, representative_images=None) -> bytes:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
         converter.inference_output_type = tf.uint8
-    return converter.convert()
+    # Keep the converter's chatter (the temporary SavedModel's path and signature, asset
+    # logs, a calibration warning) out of notebooks and logs.
+    tf_logger = tf.get_logger()
+    level = tf_logger.level
+    tf_logger.setLevel("ERROR")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return converter.convert()
+    finally:
+        tf_logger.setLevel(level)
 
 
 def predict(model_content: bytes, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
