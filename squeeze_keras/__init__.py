@@ -11,11 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from squeeze_keras.experiments import ExperimentConfig, Protocol, get as get_experiment, names as experiment_names
-from squeeze_keras.model import Fire, SqueezeNet, fire_module, table2
+from squeeze_keras.model import Fire, SqueezeNet, fire_module, format_table2, table2
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExperimentConfig", "Fire", "Protocol", "SqueezeNet", "experiment_names",
-    "fire_module", "get_experiment", "table2",
+    "fire_module", "format_table2", "get_experiment", "table2",
 ]

@@ -19,12 +19,12 @@ def _summary(args):
     import pandas as pd
 
     from squeeze_keras import experiments
-    from squeeze_keras.model import table2
+    from squeeze_keras.model import format_table2, table2
 
     config = experiments.get(args.experiment)
     model = config.build_model()
     with pd.option_context("display.width", 120, "display.max_columns", None):
-        print(table2(model).to_string(index=False, na_rep=""))
+        print(format_table2(table2(model)))
     print(f"\nparameters: {model.count_params():,} (report: {config.report_params:,})")
 
 

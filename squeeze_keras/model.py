@@ -282,3 +282,8 @@ def table2(model: keras.Model):
     for col in ("s1x1", "e1x1", "e3x3", "parameters"):
         df[col] = df[col].astype("Int64")
     return df
+
+
+def format_table2(df) -> str:
+    """`table2(...)` as plain text, with empty cells blank (not `<NA>`)."""
+    return df.astype(object).where(df.notna(), "").to_string(index=False)

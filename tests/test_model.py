@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from squeeze_keras import experiments
-from squeeze_keras.model import Fire, SqueezeNet, ceil_pool_padding, max_pool_ceil, table2
+from squeeze_keras.model import Fire, SqueezeNet, ceil_pool_padding, format_table2, max_pool_ceil, table2
 
 # torchvision 0.29 squeezenet1_0 with the experiments' changes (DEVELOPERS.md, Table 1).
 EXPECTED_PARAMS = {
@@ -207,3 +207,9 @@ def test_model_round_trips_through_keras_file(tmp_path):
     loaded = keras.models.load_model(path)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_table2_text_leaves_empty_cells_blank(models):
+    text = format_table2(table2(models["e4"]))
+    assert "<NA>" not in text and "nan" not in text.lower()
+    assert text.splitlines()[1].split() == ["input", "32x32x3"]

@@ -98,7 +98,7 @@ def experiment_notebook(stem, name, title, about):
             f'EXPERIMENT = "{name}"\nEPOCHS = 20\nDATA = "tfds"\nSMOKE = False\nSEED = 0',
             metadata={"tags": ["parameters"]}),
         new_code_cell(
-            "from squeeze_keras import notebook, table2\n"
+            "from squeeze_keras import format_table2, notebook, table2\n"
             "from squeeze_keras.plots import plot_history\n\n"
             "run = notebook.settings(EXPERIMENT, epochs=EPOCHS, data=DATA, smoke=SMOKE, seed=SEED)\n"
             "print(run)\n"
@@ -117,7 +117,7 @@ def experiment_notebook(stem, name, title, about):
                           "parameter count set beside the report's."),
         new_code_cell(checked(
             "model = config.build_model()\n"
-            "print(table2(model).to_string(index=False, na_rep=\"\"))\n"
+            "print(format_table2(table2(model)))\n"
             "print(f\"\\nparameters: {model.count_params():,} (report: {config.report_params:,})\")")),
         new_markdown_cell("## Training"),
         new_code_cell("result = run.run()\nresult.history.round(4)"),
@@ -151,7 +151,7 @@ def results_notebook():
         new_code_cell(
             "import os, tempfile\n\n"
             "import pandas as pd\n\n"
-            "from squeeze_keras import experiments, notebook, results, table2\n"
+            "from squeeze_keras import experiments, format_table2, notebook, results, table2\n"
             "from squeeze_keras.plots import plot_validation_curves\n\n"
             "if SMOKE or os.environ.get(\"SQUEEZE_KERAS_SMOKE\") == \"1\":\n"
             "    FIGURES_DIR = tempfile.mkdtemp()  # smoke runs never write into figures/\n"
@@ -163,7 +163,7 @@ def results_notebook():
         new_markdown_cell("## Table 2: the best model of the report (E4)"),
         new_code_cell(checked(
             "e4 = experiments.get(\"e4\").build_model()\n"
-            "print(table2(e4).to_string(index=False, na_rep=\"\"))\n"
+            "print(format_table2(table2(e4)))\n"
             "print(f\"\\nparameters: {e4.count_params():,}\")")),
         new_markdown_cell("## Validation accuracy of every run"),
         new_code_cell(
