@@ -16,15 +16,12 @@ def _list(args):
 
 
 def _summary(args):
-    import pandas as pd
-
     from squeeze_keras import experiments
     from squeeze_keras.model import format_table2, table2
 
     config = experiments.get(args.experiment)
     model = config.build_model()
-    with pd.option_context("display.width", 120, "display.max_columns", None):
-        print(format_table2(table2(model)))
+    print(format_table2(table2(model)))
     print(f"\nparameters: {model.count_params():,} (report: {config.report_params:,})")
 
 

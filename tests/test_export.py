@@ -107,7 +107,7 @@ def test_bars_are_checked_against_their_limits():
     assert not export.check_bars(table).set_index("check").loc["dense int8: bytes", "met"]
 
 
-def test_size_table_needs_an_export(learned, tmp_path):
+def test_size_table_needs_an_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="export it first"):
         export.size_table(tmp_path)
 
