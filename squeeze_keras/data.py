@@ -1,4 +1,4 @@
-"""tf.data pipelines for CIFAR-10/100 from tfds, an image folder or synthetic data.
+"""Input pipelines for CIFAR-10/100 from tfds, an image folder or synthetic data.
 
 Preprocessing modes (chosen by the experiment):
 
@@ -12,20 +12,25 @@ Preprocessing modes (chosen by the experiment):
   (0.2023, 0.1994, 0.2010) is a miscomputed value; we use the true one and
   the same constants for CIFAR-100.)
 
-Every split goes ``cache -> shuffle -> map(augment, AUTOTUNE) -> batch ->
-map(normalise, AUTOTUNE) -> prefetch``.
+Under Keras's TensorFlow backend every split is a tf.data pipeline,
+``cache -> shuffle -> map(augment, AUTOTUNE) -> batch -> map(normalise,
+AUTOTUNE) -> prefetch``. Under the JAX or PyTorch backends (where TensorFlow
+may not be installed) the same steps run in NumPy in an `ArrayBatches`
+`keras.utils.PyDataset`: same normalisation, same kind of augmentation,
+batches of the same size.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 import pathlib
 import tarfile
 import tempfile
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from squeeze_keras.experiments import DATASETS, PREPROCESSING
 
@@ -36,6 +41,7 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CROP_PADDING = 4
 IMAGE_SHAPE = (32, 32, 3)
 SOURCES = ("tfds", "synthetic", "<path to an image folder or .tar.gz>")
+PIPELINES = ("auto", "tf.data", "numpy")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
@@ -47,8 +53,8 @@ class DataError(ValueError):
 class Splits:
     """Train and test pipelines plus what a report needs to know about them."""
 
-    train: tf.data.Dataset
-    test: tf.data.Dataset
+    train: "tf.data.Dataset | ArrayBatches"
+    test: "tf.data.Dataset | ArrayBatches"
     dataset: str
     source: str
     classes: int
@@ -165,15 +171,18 @@ def folder_arrays(path, classes: int):
         if class_names is not None and names != class_names:
             raise DataError(f"train/ and test/ of {root} have different class folders.")
         class_names = names
-        images, labels = [], []
+        paths, labels = [], []
         for label, name in enumerate(names):
             files = sorted(
                 p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not files:
                 raise DataError(f"Class folder {split_dir / name} holds no PNG or JPEG images.")
-            images.extend(_read_image(f) for f in files)
+            paths.extend(files)
             labels.extend([label] * len(files))
+        # Pillow decodes outside the GIL, so threads use every core.
+        with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+            images = list(pool.map(_read_image, paths, chunksize=256))
         splits.append((np.stack(images), np.asarray(labels, np.int64)))
     return splits[0], splits[1], tuple(class_names)
 
@@ -201,9 +210,21 @@ def tfds_arrays(dataset: str, data_dir=None, download=True):
 # ---------------------------------------------------------------- pipelines
 
 
+def _check_preprocessing(preprocessing):
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(
+            f"`preprocessing` must be one of {PREPROCESSING}. Received: preprocessing={preprocessing!r}"
+        )
+
+
+def _mean_std(preprocessing):
+    return (IMAGENET_MEAN, IMAGENET_STD) if preprocessing == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
+
+
 def _normalizer(preprocessing: str):
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if preprocessing == "imagenet" else (
-        CIFAR_MEAN, CIFAR_STD)
+    import tensorflow as tf
+
+    mean, std = _mean_std(preprocessing)
     mean = tf.constant(mean, tf.float32)
     std = tf.constant(std, tf.float32)
 
@@ -215,6 +236,8 @@ def _normalizer(preprocessing: str):
 
 def _augment(image, seed):
     """Random crop (4-pixel zero padding) and horizontal flip, stateless."""
+    import tensorflow as tf
+
     seeds = tf.random.experimental.stateless_split(seed, 2)
     padded = tf.pad(image, [[CROP_PADDING] * 2, [CROP_PADDING] * 2, [0, 0]])
     image = tf.image.stateless_random_crop(padded, IMAGE_SHAPE, seed=seeds[0])
@@ -228,10 +251,9 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
     `cache -> shuffle -> map(augment, AUTOTUNE) -> batch -> map(normalise) -> prefetch`;
     shuffling and augmentation only when `training`, both seeded by `seed`.
     """
-    if preprocessing not in PREPROCESSING:
-        raise ValueError(
-            f"`preprocessing` must be one of {PREPROCESSING}. Received: preprocessing={preprocessing!r}"
-        )
+    import tensorflow as tf
+
+    _check_preprocessing(preprocessing)
     normalize = _normalizer(preprocessing)
     augment = training and preprocessing == "cifar"
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
@@ -251,9 +273,82 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+class ArrayBatches(keras.utils.PyDataset):
+    """The same pipeline as `make_pipeline`, in NumPy, for any Keras backend.
+
+    Batches are normalised float32 images and int labels. When `training`,
+    the order is reshuffled every epoch and, for `"cifar"` preprocessing,
+    each image gets a random crop of its 4-pixel zero-padded copy and a
+    random horizontal flip. All randomness comes from `(seed, epoch, batch)`,
+    so a run is reproducible and two batches never share a random stream.
+    """
+
+    def __init__(self, images, labels, *, preprocessing="imagenet", training=False,
+                 batch_size=64, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        _check_preprocessing(preprocessing)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+        self.images = np.asarray(images, np.uint8)
+        self.labels = np.asarray(labels, np.int64)
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
+        self.training, self.batch_size, self.seed = training, batch_size, seed
+        self.augment = training and preprocessing == "cifar"
+        mean, std = _mean_std(preprocessing)
+        self._scale = (1 / (255 * np.asarray(std))).astype(np.float32)
+        self._shift = (-np.asarray(mean) / np.asarray(std)).astype(np.float32)
+        if self.augment:
+            pad = CROP_PADDING
+            self._padded = np.pad(self.images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        self.epoch = 0
+        self._order = self._shuffled()
+
+    def _shuffled(self):
+        if not self.training:
+            return np.arange(len(self.images))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+
+    def __len__(self):
+        return -(-len(self.images) // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch {index} of a dataset with {len(self)} batches.")
+        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            offsets = rng.integers(0, 2 * CROP_PADDING + 1, size=(len(idx), 2))
+            flips = rng.random(len(idx)) < 0.5
+            height, width = IMAGE_SHAPE[:2]
+            images = np.empty((len(idx), *IMAGE_SHAPE), np.uint8)
+            for k, (i, (dy, dx), flip) in enumerate(zip(idx, offsets, flips)):
+                crop = self._padded[i, dy:dy + height, dx:dx + width]
+                images[k] = crop[:, ::-1] if flip else crop
+        else:
+            images = self.images[idx]
+        return images.astype(np.float32) * self._scale + self._shift, self.labels[idx]
+
+    def on_epoch_end(self):
+        if self.training:
+            self.epoch += 1
+            self._order = self._shuffled()
+
+
+def resolve_pipeline(pipeline: str = "auto") -> str:
+    """`"tf.data"` under Keras's TensorFlow backend, `"numpy"` under the others."""
+    if pipeline not in PIPELINES:
+        raise ValueError(f"`pipeline` must be one of {PIPELINES}. Received: pipeline={pipeline!r}")
+    if pipeline == "auto":
+        return "tf.data" if keras.backend.backend() == "tensorflow" else "numpy"
+    return pipeline
+
+
 def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_size=64,
-         seed=0, limit=None, data_dir=None, download=True, synthetic_sizes=(2000, 500)):
-    """Train and test `tf.data.Dataset`s of CIFAR-10/100 from a named source.
+         seed=0, limit=None, data_dir=None, download=True, synthetic_sizes=(2000, 500),
+         pipeline="auto"):
+    """Train and test pipelines of CIFAR-10/100 from a named source.
 
     Args:
         dataset: `"cifar10"` or `"cifar100"`. Defaults to `"cifar10"`.
@@ -269,6 +364,9 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
         data_dir: tfds data folder. Defaults to tfds' own.
         download: let tfds download. Defaults to `True`.
         synthetic_sizes: `(train, test)` sizes of the synthetic source.
+        pipeline: `"tf.data"`, `"numpy"` (an `ArrayBatches`), or `"auto"`:
+            tf.data under Keras's TensorFlow backend, NumPy under the others.
+            Defaults to `"auto"`.
 
     Returns:
         A `Splits` with `train`, `test` and sizes.
@@ -277,6 +375,7 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
         raise DataError(f"Unknown dataset {dataset!r}. Known datasets: {sorted(DATASETS)}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"`limit` must be a positive integer or None. Received: limit={limit!r}")
+    pipeline = resolve_pipeline(pipeline)
     classes = DATASETS[dataset]
     class_names: tuple[str, ...] = ()
     source = os.fspath(source)
@@ -300,9 +399,10 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
         x_train, y_train = x_train[train_idx], y_train[train_idx]
         x_test, y_test = x_test[test_idx], y_test[test_idx]
     kwargs = dict(preprocessing=preprocessing, batch_size=batch_size, seed=seed)
+    make = make_pipeline if pipeline == "tf.data" else ArrayBatches
     return Splits(
-        train=make_pipeline(x_train, y_train, training=True, **kwargs),
-        test=make_pipeline(x_test, y_test, training=False, **kwargs),
+        train=make(x_train, y_train, training=True, **kwargs),
+        test=make(x_test, y_test, training=False, **kwargs),
         dataset=dataset, source=source if source in ("tfds", "synthetic") else "folder",
         classes=classes, train_size=len(x_train), test_size=len(x_test),
         class_names=class_names,

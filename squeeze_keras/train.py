@@ -10,9 +10,11 @@ best validation accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import glob
+import importlib
 import json
 import os
 import pathlib
@@ -23,7 +25,6 @@ import time
 
 import keras
 import pandas as pd
-import tensorflow as tf
 
 from squeeze_keras import data as data_lib
 from squeeze_keras import experiments
@@ -41,6 +42,38 @@ class RunResult:
 
 
 # ---------------------------------------------------------------- devices
+
+
+def _backend() -> str:
+    return keras.backend.backend()
+
+
+def accelerators() -> list[str]:
+    """Names of the GPUs/TPUs the Keras backend sees (empty on a CPU-only machine)."""
+    backend = _backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU")
+                 for g in gpus]
+        return names + [d.name for d in tf.config.list_logical_devices("TPU")]
+    if backend == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def backend_version() -> dict:
+    """The Keras backend and its version, for `metrics.json`."""
+    backend = _backend()
+    module = importlib.import_module(backend) if backend in ("tensorflow", "jax", "torch") else None
+    return {"backend": backend, backend: getattr(module, "__version__", "?")}
 
 
 def _cpu_flags() -> set[str]:
@@ -66,7 +99,7 @@ def select_precision(policy: str = "auto") -> str:
         raise ValueError(f"`precision` must be one of {known}. Received: precision={policy!r}")
     if policy != "auto":
         return policy
-    if tf.config.list_physical_devices("GPU"):
+    if accelerators():
         return "mixed_float16"
     if _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         return "mixed_bfloat16"
@@ -75,10 +108,9 @@ def select_precision(policy: str = "auto") -> str:
 
 def hardware() -> str:
     """A one-line description of the accelerator or CPU that trains."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"{len(gpus)}x {details.get('device_name', 'GPU')}"
+    devices = accelerators()
+    if devices:
+        return f"{len(devices)}x {devices[0]}"
     model = platform.processor() or "CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -96,8 +128,14 @@ def distribution_strategy():
 
     With N replicas, `run_experiment` feeds global batches of N x the
     protocol's batch size and scales the learning rate by N (the linear
-    scaling rule), so each replica sees the protocol's batch size.
+    scaling rule), so each replica sees the protocol's batch size. Under the
+    JAX and PyTorch backends there is no `tf.distribute`: returns `None` (one
+    device).
     """
+    if _backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
     # Only look for a TPU where one can be (Colab TPU runtimes, TPU VMs): the
     # resolver would otherwise query cloud metadata servers.
     if os.environ.get("COLAB_TPU_ADDR") or os.environ.get("TPU_NAME") or glob.glob("/dev/accel*"):
@@ -164,8 +202,7 @@ def default_steps_per_execution() -> int:
     run per call. On a CPU each step takes tens of milliseconds or more and
     `steps_per_execution` brings nothing (benchmarks/README.md).
     """
-    accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
-    return 32 if accelerators else 1
+    return 32 if accelerators() else 1
 
 
 def compile_model(model, config: experiments.ExperimentConfig, steps_per_epoch: int,
@@ -306,7 +343,7 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
     (run_dir / "config.json").write_text(json.dumps(wanted, indent=2) + "\n")
 
     strategy = strategy or distribution_strategy()
-    replicas = strategy.num_replicas_in_sync
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = config.protocol.batch_size * replicas
     if isinstance(data, data_lib.Splits):
         splits = data
@@ -327,7 +364,7 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
     try:
         keras.utils.set_random_seed(seed)
         steps = -(-splits.train_size // batch_size)
-        with strategy.scope():
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = config.build_model()
             compile_model(model, config, steps, epochs, scale=replicas)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
@@ -387,7 +424,7 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
         "seed": seed,
         "limit": limit,
         "versions": {
-            "squeeze_keras": VERSION, "tensorflow": tf.__version__,
+            "squeeze_keras": VERSION, **backend_version(),
             "keras": keras.__version__, "python": platform.python_version(),
         },
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

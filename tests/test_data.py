@@ -1,4 +1,8 @@
-"""Data pipelines: shapes, value ranges, augmentation only on train, seeds, sources, errors."""
+"""Data pipelines: shapes, value ranges, augmentation only on train, seeds, sources, errors.
+
+The pipeline tests run on both implementations: tf.data (TensorFlow backend)
+and `ArrayBatches` (NumPy, used under the JAX and PyTorch backends).
+"""
 
 import numpy as np
 import pytest
@@ -8,8 +12,21 @@ from squeeze_keras import data
 
 
 def first_batch(ds):
+    if isinstance(ds, data.ArrayBatches):
+        return ds[0]
     x, y = next(iter(ds))
     return x.numpy(), y.numpy()
+
+
+def next_epoch(ds):
+    """What Keras does between two epochs (a tf.data pipeline needs nothing)."""
+    if isinstance(ds, data.ArrayBatches):
+        ds.on_epoch_end()
+
+
+@pytest.fixture(params=["tf.data", "numpy"])
+def make(request):
+    return data.make_pipeline if request.param == "tf.data" else data.ArrayBatches
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +57,9 @@ def test_synthetic_classes_are_separable_by_their_means(arrays):
     ("imagenet", data.IMAGENET_MEAN, data.IMAGENET_STD),
     ("cifar", data.CIFAR_MEAN, data.CIFAR_STD),
 ])
-def test_test_split_is_exactly_normalised_and_never_augmented(arrays, mode, mean, std):
+def test_test_split_is_exactly_normalised_and_never_augmented(make, arrays, mode, mean, std):
     _, (xt, yt) = arrays
-    ds = data.make_pipeline(xt, yt, preprocessing=mode, training=False, batch_size=32)
+    ds = make(xt, yt, preprocessing=mode, training=False, batch_size=32)
     x, y = first_batch(ds)
     assert x.dtype == np.float32 and x.shape == (32, 32, 32, 3)
     want = (xt[:32] / 255.0 - np.array(mean)) / np.array(std)
@@ -54,9 +71,9 @@ def test_test_split_is_exactly_normalised_and_never_augmented(arrays, mode, mean
     np.testing.assert_array_equal(first_batch(ds)[0], x)  # same every pass
 
 
-def test_cifar_train_augmentation_is_a_padded_crop_or_its_flip(arrays):
+def test_cifar_train_augmentation_is_a_padded_crop_or_its_flip(make, arrays):
     (x, y), _ = arrays
-    ds = data.make_pipeline(x[:8], y[:8], preprocessing="cifar", training=True, batch_size=8, seed=1)
+    ds = make(x[:8], y[:8], preprocessing="cifar", training=True, batch_size=8, seed=1)
     out, labels = first_batch(ds)
     raw = (x[:8] / 255.0 - np.array(data.CIFAR_MEAN)) / np.array(data.CIFAR_STD)
     pad_value = -np.array(data.CIFAR_MEAN) / np.array(data.CIFAR_STD)  # a zero pixel, normalised
@@ -72,9 +89,9 @@ def test_cifar_train_augmentation_is_a_padded_crop_or_its_flip(arrays):
     assert changed >= 4  # most images were actually moved or flipped
 
 
-def test_imagenet_train_is_shuffled_but_not_augmented(arrays):
+def test_imagenet_train_is_shuffled_but_not_augmented(make, arrays):
     (x, y), _ = arrays
-    ds = data.make_pipeline(x, y, preprocessing="imagenet", training=True, batch_size=256, seed=0)
+    ds = make(x, y, preprocessing="imagenet", training=True, batch_size=256, seed=0)
     out, labels = first_batch(ds)
     raw = (x / 255.0 - np.array(data.IMAGENET_MEAN)) / np.array(data.IMAGENET_STD)
     assert not np.array_equal(labels, y)  # shuffled
@@ -82,11 +99,11 @@ def test_imagenet_train_is_shuffled_but_not_augmented(arrays):
     np.testing.assert_array_equal(labels[:16], y[order])
 
 
-def test_same_seed_same_batches_other_seed_other_batches(arrays):
+def test_same_seed_same_batches_other_seed_other_batches(make, arrays):
     (x, y), _ = arrays
 
     def batch(seed):
-        return first_batch(data.make_pipeline(x, y, preprocessing="cifar", training=True,
+        return first_batch(make(x, y, preprocessing="cifar", training=True,
                                               batch_size=64, seed=seed))
 
     a, b, c = batch(7), batch(7), batch(8)
@@ -95,12 +112,51 @@ def test_same_seed_same_batches_other_seed_other_batches(arrays):
     assert not np.array_equal(a[0], c[0])
 
 
-def test_augmentation_differs_between_epochs(arrays):
+def test_augmentation_differs_between_epochs(make, arrays):
     (x, y), _ = arrays
-    ds = data.make_pipeline(x[:4], y[:4], preprocessing="cifar", training=True, batch_size=4, seed=0)
-    epoch1, epoch2 = first_batch(ds), first_batch(ds)
+    ds = make(x[:4], y[:4], preprocessing="cifar", training=True, batch_size=4, seed=0)
+    epoch1 = first_batch(ds)
+    next_epoch(ds)
+    epoch2 = first_batch(ds)
     assert not np.array_equal(np.sort(epoch1[0].ravel()), np.sort(epoch2[0].ravel())) or \
         not np.array_equal(epoch1[1], epoch2[1])
+
+
+def test_numpy_pipeline_shows_every_example_once_per_epoch(arrays):
+    (x, y), _ = arrays
+    ds = data.ArrayBatches(x[:100], y[:100], preprocessing="cifar", training=True,
+                           batch_size=32, seed=0)
+    assert len(ds) == 4
+
+    def epoch_labels():
+        batches = [ds[i] for i in range(len(ds))]
+        assert [len(b[1]) for b in batches] == [32, 32, 32, 4]
+        return np.concatenate([b[1] for b in batches])
+
+    first = epoch_labels()
+    np.testing.assert_array_equal(np.sort(first), np.sort(y[:100]))
+    next_epoch(ds)
+    second = epoch_labels()
+    np.testing.assert_array_equal(np.sort(second), np.sort(y[:100]))
+    assert not np.array_equal(first, second)  # reshuffled
+    with pytest.raises(IndexError):
+        ds[4]
+
+
+def test_pipeline_choice_follows_the_backend_and_refuses_unknown_names():
+    import keras
+
+    want = "tf.data" if keras.backend.backend() == "tensorflow" else "numpy"
+    assert data.resolve_pipeline("auto") == want
+    splits = data.load("cifar10", "synthetic", batch_size=16, limit=40, pipeline="numpy",
+                       synthetic_sizes=(200, 100))
+    assert isinstance(splits.train, data.ArrayBatches) and len(splits.train) == 3
+    with pytest.raises(ValueError, match="pipeline='torch.data'"):
+        data.load("cifar10", "synthetic", pipeline="torch.data")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        data.ArrayBatches(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4), batch_size=0)
+    with pytest.raises(ValueError, match="preprocessing='none'"):
+        data.ArrayBatches(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4), preprocessing="none")
 
 
 def test_load_synthetic_with_limit_and_cifar100():

@@ -186,3 +186,37 @@ def test_steps_per_execution_trains_the_same_weights():
     assert default_steps_per_execution() == (32 if accelerated else 1)
     with pytest.raises(ValueError, match="steps_per_execution=0"):
         compile_model(config.build_model(), config, 8, 1, steps_per_execution=0)
+
+
+def test_numpy_pipeline_trains_through_run_experiment(tmp_path):
+    """The NumPy pipeline (what JAX/PyTorch backends get) feeds `fit` and learns."""
+    splits = data.load("cifar10", "synthetic", preprocessing="cifar", batch_size=64,
+                       synthetic_sizes=(3000, 500), pipeline="numpy")
+    result = run_experiment("e1", epochs=3, data=splits, out_dir=tmp_path, verbose=0)
+    assert result.metrics["top1"] > 30, result.metrics  # chance is 10 %
+    assert list(result.history["epoch"]) == [0, 1, 2]
+    assert result.metrics["versions"]["backend"] == keras.backend.backend()
+
+
+JAX_SCRIPT = """
+import sys
+sys.modules["tensorflow"] = None  # as on a machine without TensorFlow
+from squeeze_keras.__main__ import main
+sys.exit(main(["train", "e3", "--data", "synthetic", "--limit", "128", "--epochs", "1",
+               "--out", sys.argv[1], "--verbose", "0"]))
+"""
+
+
+def test_cli_trains_under_the_jax_backend_without_tensorflow(tmp_path):
+    """How the GPU runs in results/ were made (Keras's JAX backend, no TensorFlow)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = load_run(tmp_path / "e3").metrics
+    assert metrics["versions"]["backend"] == "jax" and metrics["params"] == 715_162
