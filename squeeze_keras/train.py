@@ -90,7 +90,7 @@ def _cpu_flags() -> set[str]:
 def select_precision(policy: str = "auto") -> str:
     """The mixed-precision policy for this machine, unless `policy` names one.
 
-    `auto`: `mixed_float16` on a GPU, `mixed_bfloat16` on a CPU with native
+    `auto`: `mixed_float16` on a GPU, `mixed_bfloat16` on a TPU or a CPU with native
     bf16 arithmetic (AVX-512 BF16 or AMX), else `float32` (on CPUs without
     it, bf16 is emulated and several times slower than float32).
     """
@@ -99,7 +99,10 @@ def select_precision(policy: str = "auto") -> str:
         raise ValueError(f"`precision` must be one of {known}. Received: precision={policy!r}")
     if policy != "auto":
         return policy
-    if accelerators():
+    devices = accelerators()
+    if any("TPU" in d for d in devices):
+        return "mixed_bfloat16"
+    if devices:
         return "mixed_float16"
     if _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         return "mixed_bfloat16"
