@@ -44,13 +44,9 @@ class RunResult:
 # ---------------------------------------------------------------- devices
 
 
-def _backend() -> str:
-    return keras.backend.backend()
-
-
 def accelerators() -> list[str]:
     """Names of the GPUs/TPUs the Keras backend sees (empty on a CPU-only machine)."""
-    backend = _backend()
+    backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -71,7 +67,7 @@ def accelerators() -> list[str]:
 
 def backend_version() -> dict:
     """The Keras backend and its version, for `metrics.json`."""
-    backend = _backend()
+    backend = keras.backend.backend()
     module = importlib.import_module(backend) if backend in ("tensorflow", "jax", "torch") else None
     return {"backend": backend, backend: getattr(module, "__version__", "?")}
 
@@ -135,7 +131,7 @@ def distribution_strategy():
     JAX and PyTorch backends there is no `tf.distribute`: returns `None` (one
     device).
     """
-    if _backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow":
         return None
     import tensorflow as tf
 
