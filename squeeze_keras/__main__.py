@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                    help="tfds (default), synthetic, or an image folder / .tar.gz path")
     p.add_argument("--data-dir", default=None, help="tfds data folder")
     p.add_argument("--out", default="results", help="folder of run folders (default: results)")
-    p.add_argument("--protocol", default=None, help="paper (default) or tuned")
+    p.add_argument("--protocol", default=None, help="paper (default), tuned or tuned2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
     p.add_argument("--precision", default="auto",

@@ -46,6 +46,10 @@ class Protocol:
     linear warm-up to 5e-4 then cosine decay to 0, label smoothing 0.1; the
     same augmentation. SGD at the usual CIFAR learning rate of 0.1 kills the
     conv10 ReLU like Adam at 1e-3 (measured: 10 % after 4 epochs).
+    `tuned2`: `tuned` with a four times higher peak learning rate (2e-3)
+    reached over two warm-up epochs, and weight decay 0.02 so that the total
+    decay over the schedule stays close to `tuned`'s. `tuned` ends under-fitted
+    (E4: 76 % train accuracy at epoch 20), so the step size is the lever tried.
     """
 
     name: str = "paper"
@@ -64,6 +68,10 @@ PROTOCOLS = {
     "tuned": Protocol(
         name="tuned", optimizer="adamw", learning_rate=5e-4, batch_size=128,
         weight_decay=0.05, schedule="warmup_cosine", warmup_epochs=1, label_smoothing=0.1,
+    ),
+    "tuned2": Protocol(
+        name="tuned2", optimizer="adamw", learning_rate=2e-3, batch_size=128,
+        weight_decay=0.02, schedule="warmup_cosine", warmup_epochs=2, label_smoothing=0.1,
     ),
 }
 

@@ -25,23 +25,33 @@ def load_runs(results_dir, protocol: str = "paper") -> dict:
 
 
 def table1(results_dir) -> pd.DataFrame:
-    """The report's Table 1 beside this project's measured runs (paper and tuned protocols)."""
+    """The report's Table 1 beside this project's measured runs.
+
+    One `<protocol> top-1` column for each protocol other than `paper`
+    (`tuned top-1`, ...); epochs, seconds per epoch, hardware and data are
+    those of the `paper` run.
+    """
     results_dir = pathlib.Path(results_dir)
-    paper, tuned = load_runs(results_dir, "paper"), load_runs(results_dir, "tuned")
+    paper = load_runs(results_dir, "paper")
+    others = [name for name in experiments.PROTOCOLS if name != "paper"]
+    other_runs = {protocol: load_runs(results_dir, protocol) for protocol in others}
     rows = []
     for name in experiments.names():
         config = experiments.get(name)
         run = paper.get(name)
         m = run.metrics if run else {}
-        t = tuned[name].metrics if name in tuned else {}
-        rows.append({
+        row = {
             "run": name,
             "change": config.description,
             "dataset": config.dataset,
             "report top-1": config.report_top1,
             "paper top-1": m.get("top1"),
             "difference": round(m["top1"] - config.report_top1, 2) if m else None,
-            "tuned top-1": t.get("top1"),
+        }
+        for protocol, runs in other_runs.items():
+            row[f"{protocol} top-1"] = runs[name].metrics["top1"] if name in runs else None
+        rows.append({
+            **row,
             "report params": config.report_params,
             "params": config.build_model().count_params(),
             "epochs": m.get("epochs"),
@@ -50,7 +60,7 @@ def table1(results_dir) -> pd.DataFrame:
             "data": m.get("data_source"),
         })
     df = pd.DataFrame(rows)
-    for col in ("paper top-1", "difference", "tuned top-1", "s/epoch"):
+    for col in ("paper top-1", "difference", *(f"{p} top-1" for p in others), "s/epoch"):
         df[col] = df[col].astype("Float64")
     for col in ("report params", "params", "epochs"):
         df[col] = df[col].astype("Int64")

@@ -22,10 +22,12 @@ def fake_run(results_dir, folder, experiment, top1, protocol="paper"):
 def test_table1_sets_runs_beside_the_report_and_leaves_the_rest_missing(tmp_path):
     fake_run(tmp_path, "e1", "e1", 60.0)
     fake_run(tmp_path, "e4_tuned", "e4", 81.0, protocol="tuned")
+    fake_run(tmp_path, "e4_tuned2", "e4", 82.5, protocol="tuned2")
     table = results.table1(tmp_path).set_index("run")
     assert table.loc["e1", "paper top-1"] == 60.0
     assert table.loc["e1", "difference"] == pytest.approx(60.0 - 58.43)
-    assert table.loc["e4", "tuned top-1"] == 81.0
+    assert table.loc["e4", "tuned top-1"] == 81.0 and table.loc["e4", "tuned2 top-1"] == 82.5
+    assert pd.isna(table.loc["e3", "tuned top-1"]) and pd.isna(table.loc["e3", "tuned2 top-1"])
     assert pd.isna(table.loc["e4", "paper top-1"]) and pd.isna(table.loc["baseline", "paper top-1"])
     assert table.loc["e3", "params"] == 715_162 and table.loc["e3", "report params"] == 715_169
 

@@ -161,6 +161,11 @@ def test_protocol_optimizers_and_schedules():
     lrs = [float(schedule(step)) for step in (0, 5, 10, 30, 50)]
     assert lrs[0] == pytest.approx(5e-5) and lrs[2] == pytest.approx(5e-4)  # 1 epoch warm-up
     assert lrs[1] < lrs[2] and lrs[3] < lrs[2] and lrs[4] == pytest.approx(0, abs=1e-9)
+    tuned2 = make_optimizer(experiments.PROTOCOLS["tuned2"], steps_per_epoch=10, epochs=5)
+    lrs = [float(tuned2._learning_rate(step)) for step in (0, 10, 20, 21)]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[1] == pytest.approx(1.1e-3)  # 2 epochs warm-up
+    assert lrs[2] == pytest.approx(2e-3) and lrs[3] < lrs[2]
+    assert tuned2.weight_decay == pytest.approx(0.02)
     scaled = make_optimizer(experiments.PROTOCOLS["paper"], 10, 5, scale=4)
     assert float(scaled.learning_rate) == pytest.approx(4e-4)
 

@@ -93,16 +93,22 @@ def experiment_notebook(stem, name, title, about):
             "## Parameters\n\n`DATA` is `\"tfds\"` (downloads CIFAR), or the path of an image "
             "folder with `train/<class>/*` and `test/<class>/*` (or a `.tar.gz` of one). "
             "`SMOKE = True` (or `SQUEEZE_KERAS_SMOKE=1`) trains one epoch on a few batches of "
-            "synthetic data in a temporary folder: a check that everything runs, not a result."),
+            "synthetic data in a temporary folder: a check that everything runs, not a result. "
+            "`PROTOCOL` is `\"paper\"` (the report's setting) or another protocol of "
+            "`squeeze_keras.experiments.PROTOCOLS` (`\"tuned\"`, `\"tuned2\"`)."),
         new_code_cell(
-            f'EXPERIMENT = "{name}"\nEPOCHS = 20\nDATA = "tfds"\nSMOKE = False\nSEED = 0',
+            f'EXPERIMENT = "{name}"\nEPOCHS = 20\nDATA = "tfds"\nSMOKE = False\nSEED = 0\n'
+            'PROTOCOL = "paper"',
             metadata={"tags": ["parameters"]}),
         new_code_cell(
             "from squeeze_keras import format_table2, notebook, table2\n"
             "from squeeze_keras.plots import plot_history\n\n"
-            "run = notebook.settings(EXPERIMENT, epochs=EPOCHS, data=DATA, smoke=SMOKE, seed=SEED)\n"
+            "run = notebook.settings(EXPERIMENT, epochs=EPOCHS, data=DATA, smoke=SMOKE, seed=SEED,\n"
+            "                       protocol=PROTOCOL)\n"
             "print(run)\n"
-            "print(\"training on:\", notebook.hardware())"),
+            "# A finished run is reloaded, not retrained: the hardware it ran on is printed\n"
+            "# with its result at the end.\n"
+            "print(\"this machine:\", notebook.hardware())"),
         new_markdown_cell("## The experiment's configuration\n\nThe frozen config from "
                           "`squeeze_keras.experiments`: what this run changes relative to its "
                           "parent is exactly what differs here."),
