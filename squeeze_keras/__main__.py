@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=None, help="tfds data folder")
     p.add_argument("--out", default="results", help="folder of run folders (default: results)")
     p.add_argument("--protocol", default=None, help="paper (default), tuned or tuned2")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of weights, shuffling and augmentation; k > 0 trains into <run>_seed<k>")
     p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
     p.add_argument("--precision", default="auto",
                    help="auto (default), float32, mixed_float16 or mixed_bfloat16")

@@ -14,7 +14,7 @@ import pathlib
 import tempfile
 
 from squeeze_keras import experiments
-from squeeze_keras.train import hardware, run_experiment
+from squeeze_keras.train import hardware, run_experiment, run_name
 
 __all__ = ["Settings", "hardware", "settings"]
 
@@ -37,8 +37,7 @@ class Settings:
 
     @property
     def figure_path(self) -> pathlib.Path:
-        suffix = "" if self.config.protocol.name == "paper" else f"_{self.config.protocol.name}"
-        return self.figures_dir / f"{self.config.name}{suffix}_accuracy.png"
+        return self.figures_dir / f"{run_name(self.config, self.seed)}_accuracy.png"
 
     def run(self, verbose=2):
         """Trains (or resumes, or reloads a finished run) through `run_experiment`."""

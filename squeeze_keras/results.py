@@ -6,11 +6,13 @@ A run that has not been made shows as missing (`<NA>`), never as a number.
 from __future__ import annotations
 
 import pathlib
+import re
+import statistics
 
 import pandas as pd
 
 from squeeze_keras import experiments
-from squeeze_keras.train import load_run, run_dir_for
+from squeeze_keras.train import load_run, run_dir_for, run_name
 
 
 def load_runs(results_dir, protocol: str = "paper") -> dict:
@@ -24,12 +26,29 @@ def load_runs(results_dir, protocol: str = "paper") -> dict:
     return runs
 
 
+def seed_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
+    """`{seed: RunResult}` for the finished runs of one experiment and protocol, every seed.
+
+    Seed 0 lives in `<run>`, other seeds in `<run>_seed<k>` (`run_experiment(seed=k)`).
+    """
+    base = run_name(experiments.get(experiment).with_protocol(protocol))
+    pattern = re.compile(rf"{re.escape(base)}(?:_seed(\d+))?")
+    runs = {}
+    for metrics_file in pathlib.Path(results_dir).glob(f"{base}*/metrics.json"):
+        match = pattern.fullmatch(metrics_file.parent.name)
+        if match:
+            runs[int(match.group(1) or 0)] = load_run(metrics_file.parent)
+    return dict(sorted(runs.items()))
+
+
 def table1(results_dir) -> pd.DataFrame:
     """The report's Table 1 beside this project's measured runs.
 
     One `<protocol> top-1` column for each protocol other than `paper`
     (`tuned top-1`, ...); epochs, seconds per epoch, hardware and data are
-    those of the `paper` run.
+    those of the `paper` run (seed 0). Where `paper` runs with other seeds
+    exist, `seeds`, `paper mean` and `paper sd` (sample standard deviation)
+    summarise all of them.
     """
     results_dir = pathlib.Path(results_dir)
     paper = load_runs(results_dir, "paper")
@@ -48,6 +67,12 @@ def table1(results_dir) -> pd.DataFrame:
             "paper top-1": m.get("top1"),
             "difference": round(m["top1"] - config.report_top1, 2) if m else None,
         }
+        top1s = [r.metrics["top1"] for r in seed_runs(results_dir, name).values()]
+        row.update({
+            "seeds": len(top1s) or None,
+            "paper mean": round(statistics.mean(top1s), 2) if top1s else None,
+            "paper sd": round(statistics.stdev(top1s), 2) if len(top1s) > 1 else None,
+        })
         for protocol, runs in other_runs.items():
             row[f"{protocol} top-1"] = runs[name].metrics["top1"] if name in runs else None
         rows.append({
@@ -60,9 +85,10 @@ def table1(results_dir) -> pd.DataFrame:
             "data": m.get("data_source"),
         })
     df = pd.DataFrame(rows)
-    for col in ("paper top-1", "difference", *(f"{p} top-1" for p in others), "s/epoch"):
+    for col in ("paper top-1", "difference", "paper mean", "paper sd",
+                *(f"{p} top-1" for p in others), "s/epoch"):
         df[col] = df[col].astype("Float64")
-    for col in ("report params", "params", "epochs"):
+    for col in ("seeds", "report params", "params", "epochs"):
         df[col] = df[col].astype("Int64")
     return df
 

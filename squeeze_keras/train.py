@@ -230,10 +230,15 @@ def compile_model(model, config: experiments.ExperimentConfig, steps_per_epoch: 
     return model
 
 
-def run_dir_for(config: experiments.ExperimentConfig, out_dir) -> pathlib.Path:
-    """`out_dir/<experiment>` for the paper protocol, `out_dir/<experiment>_<protocol>` else."""
-    suffix = "" if config.protocol.name == "paper" else f"_{config.protocol.name}"
-    return pathlib.Path(out_dir) / f"{config.name}{suffix}"
+def run_name(config: experiments.ExperimentConfig, seed: int = 0) -> str:
+    """`<experiment>`, plus `_<protocol>` unless `paper`, plus `_seed<k>` unless seed 0."""
+    protocol = "" if config.protocol.name == "paper" else f"_{config.protocol.name}"
+    return f"{config.name}{protocol}{f'_seed{seed}' if seed else ''}"
+
+
+def run_dir_for(config: experiments.ExperimentConfig, out_dir, seed: int = 0) -> pathlib.Path:
+    """`out_dir/<run_name>`: e.g. `e4`, `e4_tuned`, `e4_seed1`."""
+    return pathlib.Path(out_dir) / run_name(config, seed)
 
 
 def _config_dict(config, epochs, seed, source, limit):
@@ -291,7 +296,7 @@ def _source_label(data) -> str:
 def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results", seed=0,
                    protocol=None, limit=None, precision="auto", data_dir=None,
                    overwrite=False, verbose=1, callbacks=(), strategy=None) -> RunResult:
-    """Trains and evaluates one experiment into `out_dir/<experiment>`.
+    """Trains and evaluates one experiment into `out_dir/<run_name>` (e.g. `e4`, `e4_seed1`).
 
     Compiles the experiment's model with its protocol, fits with callbacks
     (CSV history, best checkpoint, `BackupAndRestore`, `TerminateOnNaN`),
@@ -324,7 +329,9 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="results
     epochs = config.epochs if epochs is None else epochs
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
-    run_dir = run_dir_for(config, out_dir)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed!r}")
+    run_dir = run_dir_for(config, out_dir, seed)
     wanted = _config_dict(config, epochs, seed, _source_label(data), limit)
     if (run_dir / "metrics.json").exists() and not overwrite:
         stored = json.loads((run_dir / "config.json").read_text())

@@ -8,12 +8,12 @@ import pytest
 from squeeze_keras import results
 
 
-def fake_run(results_dir, folder, experiment, top1, protocol="paper"):
+def fake_run(results_dir, folder, experiment, top1, protocol="paper", seed=0):
     run_dir = results_dir / folder
     run_dir.mkdir(parents=True)
     pd.DataFrame({"epoch": [0], "accuracy": [0.5], "val_accuracy": [top1 / 100]}).to_csv(
         run_dir / "history.csv", index=False)
-    metrics = {"experiment": experiment, "protocol": protocol, "top1": top1, "epochs": 20,
+    metrics = {"experiment": experiment, "protocol": protocol, "seed": seed, "top1": top1, "epochs": 20,
                "seconds_per_epoch": 100.0, "hardware": "test machine", "data_source": "test"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
@@ -40,3 +40,20 @@ def test_best_run_is_the_highest_cifar10_top1_over_protocols(tmp_path):
     fake_run(tmp_path, "e5", "e5", 90.0)  # CIFAR-100: another task
     assert results.best_run(tmp_path) == best
     assert results.best_run(tmp_path, "cifar100").name == "e5"
+
+
+def test_seed_runs_give_the_spread_of_paper_runs(tmp_path):
+    fake_run(tmp_path, "e4", "e4", 67.0)
+    fake_run(tmp_path, "e4_seed1", "e4", 66.0, seed=1)
+    fake_run(tmp_path, "e4_seed2", "e4", 68.0, seed=2)
+    fake_run(tmp_path, "e4_tuned", "e4", 74.0, protocol="tuned")
+    fake_run(tmp_path, "e4_tuned_seed1", "e4", 75.0, protocol="tuned", seed=1)
+    fake_run(tmp_path, "e1", "e1", 60.0)
+    assert list(results.seed_runs(tmp_path, "e4")) == [0, 1, 2]
+    assert list(results.seed_runs(tmp_path, "e4", "tuned")) == [0, 1]
+    table = results.table1(tmp_path).set_index("run")
+    assert table.loc["e4", "paper top-1"] == 67.0  # seed 0
+    assert table.loc["e4", "seeds"] == 3 and table.loc["e4", "paper mean"] == 67.0
+    assert table.loc["e4", "paper sd"] == pytest.approx(1.0)
+    assert table.loc["e1", "seeds"] == 1 and pd.isna(table.loc["e1", "paper sd"])
+    assert pd.isna(table.loc["e2", "seeds"]) and pd.isna(table.loc["e2", "paper mean"])

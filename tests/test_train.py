@@ -73,6 +73,16 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert result.metrics["epochs"] == 3
 
 
+def test_another_seed_is_a_run_of_its_own(tmp_path):
+    kwargs = dict(epochs=1, data="synthetic", out_dir=tmp_path, limit=64, verbose=0)
+    first = run_experiment("baseline", **kwargs)
+    other = run_experiment("baseline", seed=1, **kwargs)
+    assert first.run_dir.name == "baseline" and other.run_dir.name == "baseline_seed1"
+    assert first.metrics["seed"] == 0 and other.metrics["seed"] == 1
+    tuned = run_experiment("baseline", seed=2, protocol="tuned", **kwargs)
+    assert tuned.run_dir.name == "baseline_tuned_seed2"
+
+
 def test_wrong_class_count_is_refused(tmp_path):
     splits = data.load("cifar100", "synthetic", synthetic_sizes=(64, 64))
     with pytest.raises(ValueError, match="expects 10 classes but the data has 100"):
@@ -87,6 +97,8 @@ def test_e5_trains_on_synthetic_cifar100(tmp_path):
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="epochs=0"):
         run_experiment("e1", epochs=0, data="synthetic", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="seed=-1"):
+        run_experiment("e1", seed=-1, data="synthetic", out_dir=tmp_path)
     with pytest.raises(ValueError, match="Unknown protocol 'fast'"):
         run_experiment("e1", protocol="fast", data="synthetic", out_dir=tmp_path)
     with pytest.raises(ValueError, match="precision='fp8'"):
