@@ -75,8 +75,7 @@ def table1(results_dir) -> pd.DataFrame:
         })
         for protocol, runs in other_runs.items():
             row[f"{protocol} top-1"] = runs[name].metrics["top1"] if name in runs else None
-        rows.append({
-            **row,
+        row.update({
             "report params": config.report_params,
             "params": config.build_model().count_params(),
             "epochs": m.get("epochs"),
@@ -84,6 +83,7 @@ def table1(results_dir) -> pd.DataFrame:
             "hardware": m.get("hardware"),
             "data": m.get("data_source"),
         })
+        rows.append(row)
     df = pd.DataFrame(rows)
     for col in ("paper top-1", "difference", "paper mean", "paper sd",
                 *(f"{p} top-1" for p in others), "s/epoch"):
