@@ -38,12 +38,20 @@ def plot_history(history, title: str, path=None, report_top1: float | None = Non
     return _save(fig, path)
 
 
-def plot_validation_curves(runs: dict, title: str, path=None):
-    """Validation accuracy of several runs (`{label: history}`) in one figure."""
+def plot_validation_curves(runs: dict, title: str, path=None, training: bool = False):
+    """Validation accuracy of several runs (`{label: history}`) in one figure.
+
+    With `training=True` each run's training accuracy is drawn too, dashed, in its colour.
+    """
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, history in runs.items():
-        ax.plot(history["epoch"] + 1, 100 * history["val_accuracy"], marker=".", label=label)
-    ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title=title)
+        epochs = history["epoch"] + 1
+        (line,) = ax.plot(epochs, 100 * history["val_accuracy"], marker=".", label=label)
+        if training:
+            ax.plot(epochs, 100 * history["accuracy"], linestyle="--", color=line.get_color(),
+                    label=f"{label} (training)")
+    ylabel = "top-1 (%): validation, training dashed" if training else "validation top-1 (%)"
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()

@@ -26,6 +26,16 @@ def load_runs(results_dir, protocol: str = "paper") -> dict:
     return runs
 
 
+def protocol_runs(results_dir, experiment: str) -> dict:
+    """`{protocol: RunResult}` for the finished seed-0 runs of one experiment, every protocol."""
+    runs = {}
+    for protocol in experiments.PROTOCOLS:
+        run_dir = run_dir_for(experiments.get(experiment).with_protocol(protocol), results_dir)
+        if (run_dir / "metrics.json").exists():
+            runs[protocol] = load_run(run_dir)
+    return runs
+
+
 def seed_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
     """`{seed: RunResult}` for the finished runs of one experiment and protocol, every seed.
 

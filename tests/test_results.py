@@ -57,3 +57,25 @@ def test_seed_runs_give_the_spread_of_paper_runs(tmp_path):
     assert table.loc["e4", "paper sd"] == pytest.approx(1.0)
     assert table.loc["e1", "seeds"] == 1 and pd.isna(table.loc["e1", "paper sd"])
     assert pd.isna(table.loc["e2", "seeds"]) and pd.isna(table.loc["e2", "paper mean"])
+
+
+def test_protocol_runs_put_one_experiment_beside_itself_and_plot_training_dashed(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from squeeze_keras.plots import plot_validation_curves
+
+    fake_run(tmp_path, "e4", "e4", 67.0)
+    fake_run(tmp_path, "e4_tuned2", "e4", 80.5, protocol="tuned2")
+    fake_run(tmp_path, "e4_seed1", "e4", 66.0, seed=1)  # another seed: not a protocol
+    fake_run(tmp_path, "e3_tuned", "e3", 70.0, protocol="tuned")  # another experiment
+    runs = results.protocol_runs(tmp_path, "e4")
+    assert list(runs) == ["paper", "tuned2"]
+    assert runs["tuned2"].metrics["top1"] == 80.5
+    assert results.protocol_runs(tmp_path, "e2") == {}
+    path = tmp_path / "figures" / "e4_protocols.png"
+    fig = plot_validation_curves({p: r.history for p, r in runs.items()}, "E4", path, training=True)
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["paper", "paper (training)", "tuned2",
+                                                    "tuned2 (training)"]
+    assert lines[1].get_linestyle() == "--" and lines[1].get_color() == lines[0].get_color()
+    assert path.stat().st_size > 0

@@ -180,6 +180,18 @@ def results_notebook():
             "                           os.path.join(FIGURES_DIR, \"validation_curves.png\"))\n"
             "else:\n"
             "    print(\"no finished runs yet\")"),
+        new_markdown_cell(
+            "## E4 under each training protocol\n\n"
+            "The same architecture (727,594 parameters) trained with `paper`, `tuned` and "
+            "`tuned2` (see the README); training accuracy dashed, so under-fitting shows."),
+        new_code_cell(
+            "e4_runs = results.protocol_runs(RESULTS_DIR, \"e4\")\n"
+            "if e4_runs:\n"
+            "    plot_validation_curves({p: r.history for p, r in e4_runs.items()},\n"
+            "                           \"E4 on CIFAR-10, one run per protocol\",\n"
+            "                           os.path.join(FIGURES_DIR, \"e4_protocols.png\"), training=True)\n"
+            "else:\n"
+            "    print(\"no finished E4 runs yet\")"),
     ]
     return new_notebook(cells=cells, metadata=KERNEL)
 
