@@ -17,23 +17,20 @@ from squeeze_keras.train import load_run, run_dir_for, run_name
 
 def load_runs(results_dir, protocol: str = "paper") -> dict:
     """`{experiment: RunResult}` for every finished run of `protocol` in `results_dir`."""
-    runs = {}
-    for name in experiments.names():
-        config = experiments.get(name).with_protocol(protocol)
-        run_dir = run_dir_for(config, results_dir)
-        if (run_dir / "metrics.json").exists():
-            runs[name] = load_run(run_dir)
-    return runs
+    runs = {name: _seed0_run(results_dir, name, protocol) for name in experiments.names()}
+    return {name: run for name, run in runs.items() if run is not None}
 
 
 def protocol_runs(results_dir, experiment: str) -> dict:
     """`{protocol: RunResult}` for the finished seed-0 runs of one experiment, every protocol."""
-    runs = {}
-    for protocol in experiments.PROTOCOLS:
-        run_dir = run_dir_for(experiments.get(experiment).with_protocol(protocol), results_dir)
-        if (run_dir / "metrics.json").exists():
-            runs[protocol] = load_run(run_dir)
-    return runs
+    runs = {p: _seed0_run(results_dir, experiment, p) for p in experiments.PROTOCOLS}
+    return {protocol: run for protocol, run in runs.items() if run is not None}
+
+
+def _seed0_run(results_dir, experiment: str, protocol: str):
+    """The finished seed-0 run of `experiment` under `protocol`, or None."""
+    run_dir = run_dir_for(experiments.get(experiment).with_protocol(protocol), results_dir)
+    return load_run(run_dir) if (run_dir / "metrics.json").exists() else None
 
 
 def seed_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:

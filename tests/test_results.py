@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from squeeze_keras import results
+from squeeze_keras.plots import plot_validation_curves
 
 
 def fake_run(results_dir, folder, experiment, top1, protocol="paper", seed=0):
@@ -60,10 +61,6 @@ def test_seed_runs_give_the_spread_of_paper_runs(tmp_path):
 
 
 def test_protocol_runs_put_one_experiment_beside_itself_and_plot_training_dashed(tmp_path):
-    import matplotlib
-    matplotlib.use("Agg")
-    from squeeze_keras.plots import plot_validation_curves
-
     fake_run(tmp_path, "e4", "e4", 67.0)
     fake_run(tmp_path, "e4_tuned2", "e4", 80.5, protocol="tuned2")
     fake_run(tmp_path, "e4_seed1", "e4", 66.0, seed=1)  # another seed: not a protocol
