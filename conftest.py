@@ -3,6 +3,9 @@
 import os
 
 # Notebooks executed by nbval (their kernels inherit this environment) run in
-# smoke mode: synthetic data, a few batches, one epoch, a temporary folder.
+# smoke mode (`squeeze_keras.notebook.smoke_requested`): synthetic data, a few
+# batches, one epoch, a temporary folder. tests/test_notebooks.py removes it
+# where it executes a notebook with a new user's defaults.
 os.environ["SQUEEZE_KERAS_SMOKE"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before TensorFlow is imported: its C++ log lines stay out of the test output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -6,12 +6,16 @@ augmentation) and `compile_model` (callbacks off), the same with batches that
 are already tensors (the pipeline's cost is the gap), inference images/s, and,
 when PyTorch is installed, torchvision's SqueezeNet 1.0 (its `Fire` module,
 the same layer list) with the same changes trained on the same batch shape,
-in a worker process (`torch_worker.py`). Keras and PyTorch windows are interleaved so
-machine drift hits both; each figure is the median of the timed windows.
+in a worker process (`torch_worker.py`). Each side (Keras through the pipeline, Keras
+with tensor input, Keras inference, PyTorch) first warms up: windows of the timed length
+until two consecutive ones agree within 5 % (`--warmup-tolerance`), so that neither is
+measured cold. Then Keras and PyTorch windows are interleaved so machine drift hits both;
+each figure is the median of the timed windows.
 
     python benchmarks/throughput.py --experiments baseline e1 e2 e3 e4 --out benchmarks/results
 
-Not part of the test suite. PyTorch is optional: `pip install torch torchvision`.
+Not part of the test suite. PyTorch is optional: `pip install torch torchvision`, or in
+another environment named by `--torch-python` (the worker runs in its own process anyway).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from squeeze_keras import data, experiments  # noqa: E402
-from squeeze_keras.train import compile_model, hardware, select_precision  # noqa: E402
+from squeeze_keras.devices import hardware, select_precision  # noqa: E402
+from squeeze_keras.train import compile_model  # noqa: E402
 
 
 def forward_gflops(model) -> float:
@@ -44,6 +49,20 @@ def forward_gflops(model) -> float:
             k_h, k_w, c_in, _ = layer.kernel.shape
             flops += 2 * h * w * c_out * k_h * k_w * c_in
     return flops / 1e9
+
+
+def warm_up(measure, steps, tolerance=0.05, max_windows=10):
+    """Runs `measure(steps)` (images/s) until two consecutive windows agree within `tolerance`.
+
+    Returns the number of windows run and whether two agreed before `max_windows`.
+    """
+    previous = measure(steps)
+    for windows in range(2, max_windows + 1):
+        current = measure(steps)
+        if abs(current - previous) <= tolerance * max(current, previous):
+            return windows, True
+        previous = current
+    return max_windows, False
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -65,9 +84,9 @@ class KerasBench:
         self.batch_size = batch_size
         self.pipeline = data.make_pipeline(x, y, preprocessing=config.preprocessing, training=True,
                                            batch_size=batch_size).repeat()
-        xb, yb = next(iter(self.pipeline))
-        self.tensors = tf.data.Dataset.from_tensors((xb, yb)).repeat()
-        self.xb = xb
+        batch = next(iter(self.pipeline))  # (images, labels[, sample weights])
+        self.tensors = tf.data.Dataset.from_tensors(batch).repeat()
+        self.xb = batch[0]
 
     def train(self, steps, tensors=False):
         """Steady-state images/s: from the end of the first step to the end of the last, so
@@ -89,7 +108,7 @@ class KerasBench:
 class TorchBench:
     """Drives benchmarks/torch_worker.py (PyTorch must not share TensorFlow's process)."""
 
-    def __init__(self, config, batch_size):
+    def __init__(self, config, batch_size, python=None):
         import dataclasses
         import json
         import subprocess
@@ -97,7 +116,7 @@ class TorchBench:
 
         self.json = json
         self.proc = subprocess.Popen(
-            [sys.executable, str(pathlib.Path(__file__).with_name("torch_worker.py"))],
+            [python or sys.executable, str(pathlib.Path(__file__).with_name("torch_worker.py"))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         spec = {"model": dataclasses.asdict(config.model), "classes": config.classes,
                 "batch": batch_size, "lr": config.protocol.learning_rate}
@@ -106,7 +125,8 @@ class TorchBench:
         self.proc.stdin.write(json.dumps(spec) + "\n")
         self.proc.stdin.flush()
         info = json.loads(self.proc.stdout.readline())
-        self.params, self.version = info["params"], info["torch"]
+        self.params = info["params"]
+        self.version = f"PyTorch {info['torch']} (torchvision {info['torchvision']})"
 
     def train(self, steps):
         self.proc.stdin.write(f"train {steps}\n")
@@ -118,16 +138,24 @@ class TorchBench:
         self.proc.wait()
 
 
-def bench(name, batch_size, steps, windows, precision, with_torch):
+def bench(name, batch_size, steps, windows, precision, torch_python, warmup):
+    """One experiment's row; `torch_python`: a Python for the worker, `""` for this one, or `None`."""
     config = experiments.get(name)
     kb = KerasBench(config, batch_size, precision)
-    kb.train(3)  # warm-up: tracing and first allocations
-    kb.train(3, tensors=True)
     tb = None
-    if with_torch:
-        tb = TorchBench(config, batch_size)
+    if torch_python is not None:
+        tb = TorchBench(config, batch_size, torch_python or None)
         assert tb.params == kb.model.count_params(), (tb.params, kb.model.count_params())
-        tb.train(3)
+    # Warm-up: tracing, first allocations, kernel choice, caches; each side until steady.
+    warmed = {"keras": warm_up(kb.train, steps, *warmup),
+              "tensor input": warm_up(lambda n: kb.train(n, tensors=True), steps, *warmup),
+              "infer": warm_up(kb.infer, steps, *warmup)}
+    if tb:
+        warmed["torch"] = warm_up(tb.train, steps, *warmup)
+    for side, (count, agreed) in warmed.items():
+        if not agreed:
+            print(f"warning: {name} {side}: no two consecutive warm-up windows agreed within "
+                  f"{warmup[0]:.0%} in {count}; timing anyway", flush=True)
     keras_ips, tensor_ips, torch_ips = [], [], []
     for _ in range(windows):  # interleaved windows
         keras_ips.append(kb.train(steps))
@@ -135,8 +163,10 @@ def bench(name, batch_size, steps, windows, precision, with_torch):
         if tb:
             torch_ips.append(tb.train(steps))
     infer = statistics.median(kb.infer(steps) for _ in range(windows))
+    torch_version = None
     if tb:
         tb.close()
+        torch_version = tb.version
     gflops = forward_gflops(kb.model)
     ips = statistics.median(keras_ips)
     row = {
@@ -148,12 +178,15 @@ def bench(name, batch_size, steps, windows, precision, with_torch):
         "s per 20-epoch run": round(20 * 50_000 / ips),
         "fwd GFLOP/img": round(gflops, 3),
         "train GFLOP/s": round(3 * gflops * ips, 1),  # forward + backward ~ 3x forward
+        # Warm-up windows per side, "*" where no two agreed within the tolerance.
+        "warm-up windows": " ".join(f"{side} {count}{'' if agreed else '*'}"
+                                    for side, (count, agreed) in warmed.items()),
     }
     if tb:
         row["torch train img/s"] = round(statistics.median(torch_ips), 1)
         row["keras/torch"] = round(ips / row["torch train img/s"], 2)
     keras.mixed_precision.set_global_policy("float32")
-    return row
+    return row, torch_version
 
 
 def markdown(df) -> str:
@@ -169,16 +202,27 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed window")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--warmup-tolerance", type=float, default=0.05,
+                        help="warm up until two consecutive windows differ by at most this")
+    parser.add_argument("--max-warmup-windows", type=int, default=10)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--torch-python", help="a Python with torch and torchvision for the "
+                        "worker. Defaults to this one, if it has torch")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
     args = parser.parse_args()
     import importlib.util
 
-    with_torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    torch_python = None  # no PyTorch side
+    if not args.no_torch and args.torch_python:
+        torch_python = args.torch_python
+    elif not args.no_torch and importlib.util.find_spec("torch") is not None:
+        torch_python = ""  # this Python
     precision = select_precision(args.precision)
-    rows = []
+    rows, torch_version = [], None
     for name in args.experiments:
-        rows.append(bench(name, args.batch_size, args.steps, args.windows, precision, with_torch))
+        row, torch_version = bench(name, args.batch_size, args.steps, args.windows, precision,
+                                   torch_python, (args.warmup_tolerance, args.max_warmup_windows))
+        rows.append(row)
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -186,12 +230,11 @@ def main():
     versions = (f"TensorFlow {tf.__version__} (oneDNN "
                 f"{'on' if os.environ['TF_ENABLE_ONEDNN_OPTS'] == '1' else 'off'}), "
                 f"Keras {keras.__version__}, Python {platform.python_version()}")
-    if with_torch:
-        from importlib.metadata import version
-
-        versions += f", PyTorch {version('torch')} (torchvision {version('torchvision')})"
+    if torch_version:
+        versions += f", {torch_version}"
     (args.out / "throughput.md").write_text(
-        f"{hardware()}; {versions}; batch {args.batch_size}, {args.windows} windows of "
+        f"{hardware()}; {versions}; batch {args.batch_size}, warm-up until two consecutive "
+        f"windows agree within {args.warmup_tolerance:.0%}, then {args.windows} windows of "
         f"{args.steps} steps (median)\n\n" + markdown(df) + "\n")
     print(df.to_string(index=False))
 

@@ -3,7 +3,8 @@
 TensorFlow and a CUDA build of PyTorch crash (segmentation fault) when both
 are imported into one process, so the benchmark drives this worker over
 stdin/stdout: one JSON line sets the model up, then each `train N` line
-answers with the images/s of N training steps.
+answers with the images/s of N training steps. The driver warms this side up
+like the Keras side: `train N` windows until two consecutive ones agree.
 """
 
 import json
@@ -12,6 +13,7 @@ import sys
 import time
 
 import torch
+import torchvision
 from torchvision.models.squeezenet import Fire
 
 
@@ -46,7 +48,8 @@ def main():
     x = torch.randn(spec["batch"], 3, 32, 32)
     y = torch.randint(0, spec["classes"], (spec["batch"],))
     print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
-                      "torch": torch.__version__}), flush=True)
+                      "torch": torch.__version__, "torchvision": torchvision.__version__}),
+          flush=True)
     for line in sys.stdin:
         steps = int(line.split()[1])
         model.train()

@@ -1,21 +1,36 @@
-"""squeeze_keras: SqueezeNet 1.0 on CIFAR in Keras 3, reproducing a student report's experiments."""
+"""squeeze_keras: SqueezeNet 1.0 on CIFAR in Keras 3, reproducing a student report's experiments.
 
-import os
+The names below are imported on first use, so that `import squeeze_keras`
+(and the command line) can set up the environment before Keras and its
+backend load.
+"""
 
-# TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise in notebooks and logs.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns its oneDNN CPU kernels on by default only on CPUs with AVX-512-class
-# features. On the 2-core AVX2 machine of benchmarks/README.md they train E4 faster
-# (2.4 vs 2.9 CPU-seconds per batch of 64), so ask for them unless the user chose.
-# Takes effect only if TensorFlow is imported after this package.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-from squeeze_keras.experiments import ExperimentConfig, Protocol, get as get_experiment, names as experiment_names
-from squeeze_keras.model import Fire, SqueezeNet, fire_module, format_table2, table2
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExperimentConfig", "Fire", "Protocol", "SqueezeNet", "experiment_names",
-    "fire_module", "format_table2", "get_experiment", "table2",
-]
+_EXPORTS = {
+    "ExperimentConfig": ("experiments", "ExperimentConfig"),
+    "Protocol": ("experiments", "Protocol"),
+    "get_experiment": ("experiments", "get"),
+    "experiment_names": ("experiments", "names"),
+    "Fire": ("model", "Fire"),
+    "ModelConfig": ("model", "ModelConfig"),
+    "fire_family": ("model", "fire_family"),
+    "SqueezeNet": ("model", "SqueezeNet"),
+    "fire_module": ("model", "fire_module"),
+    "format_table2": ("model", "format_table2"),
+    "table2": ("model", "table2"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'squeeze_keras' has no attribute {name!r}")
+    module, attr = _EXPORTS[name]
+    return getattr(importlib.import_module(f"squeeze_keras.{module}"), attr)
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

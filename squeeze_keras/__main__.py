@@ -3,7 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 import sys
+
+# Set before TensorFlow is first imported: its C++ start-up chatter (CUDA
+# probes, CPU flags) is noise here, and its oneDNN CPU kernels, which it turns
+# on by itself only on AVX-512-class CPUs, train faster on AVX2 ones too
+# (benchmarks/README.md).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+RESUME_HINT = "run the same command again to resume from the last finished epoch"
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def _int_at_least(minimum: int, words: str):
+    """An argparse type: an integer >= `minimum`, refused in `words` otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_seed = _int_at_least(0, "a non-negative integer")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction between 0 and 1 (e.g. 0.6 for 60 %), got {text}")
+    return value
+
+
+def _out_folder(text: str) -> str:
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return text
+
+
+# ---------------------------------------------------------------- commands
 
 
 def _list(args):
@@ -11,8 +64,8 @@ def _list(args):
 
     for name in experiments.names():
         config = experiments.get(name)
-        print(f"{name:9s} {config.dataset:9s} report top-1 {config.report_top1:5.2f}  "
-              f"{config.description}")
+        report = f"{config.report_top1:5.2f}" if config.report_top1 is not None else "    -"
+        print(f"{name:18s} {config.dataset:9s} report top-1 {report}  {config.description}")
 
 
 def _summary(args):
@@ -22,22 +75,26 @@ def _summary(args):
     config = experiments.get(args.experiment)
     model = config.build_model()
     print(format_table2(table2(model)))
-    print(f"\nparameters: {model.count_params():,} (report: {config.report_params:,})")
+    report = f" (report: {config.report_params:,})" if config.report_params else ""
+    print(f"\nparameters: {model.count_params():,}{report}")
 
 
 def _train(args):
-    from squeeze_keras.train import run_experiment
+    from squeeze_keras import train
 
-    result = run_experiment(
-        args.experiment, epochs=args.epochs, data=args.data, out_dir=args.out,
-        seed=args.seed, protocol=args.protocol, limit=args.limit,
-        precision=args.precision, data_dir=args.data_dir, overwrite=args.overwrite,
-        verbose=args.verbose,
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    results = train.run_seeds(
+        args.experiment, seeds, epochs=args.epochs, data=args.data, out_dir=args.out,
+        protocol=args.protocol, limit=args.limit, precision=args.precision,
+        data_dir=args.data_dir, overwrite=args.overwrite, verbose=args.verbose,
     )
-    m = result.metrics
-    print(f"{m['experiment']} ({m['protocol']}): top-1 {m['top1']:.2f}% "
-          f"(report {m['report_top1']}), {m['epochs']} epochs, "
-          f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
+    for result in results:
+        m = result.metrics
+        done = {"trained": "trained", "resumed": "resumed and finished",
+                "finished": "already finished, not retrained"}[result.status]
+        print(f"{m['experiment']} ({m['protocol']}, seed {m['seed']}): {done}. "
+              f"Top-1 {m['top1']:.2f} % (report {m['report_top1']}), {m['epochs']} epochs, "
+              f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
 
 
 def _export(args):
@@ -46,11 +103,11 @@ def _export(args):
     from squeeze_keras.export import export_run
 
     table = export_run(args.run, data=args.data, out_dir=args.out, eval_limit=args.limit,
-                       data_dir=args.data_dir)
+                       data_dir=args.data_dir, overwrite=args.overwrite)
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(table.to_string(index=False))
     print(f"\n(top-1 on {table.attrs['test_images']} test images, computed by the LiteRT "
-          "interpreter; latency: batch 1, one thread)")
+          f"interpreter; latency: batch 1, one thread) -> {table.attrs.get('out_dir', '')}")
 
 
 def _prune(args):
@@ -70,63 +127,120 @@ def _study(args):
               only=args.only)
 
 
-def main(argv=None) -> int:
+# ---------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", default="tfds",
+                      help="tfds (default; downloads CIFAR), synthetic, or an image folder / "
+                           ".tar.gz with train/<class>/* and test/<class>/*")
+    data.add_argument("--data-dir", default=None, help="tfds data folder")
+
     parser = argparse.ArgumentParser(prog="python -m squeeze_keras", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiments").set_defaults(fn=_list)
     p = sub.add_parser("summary", help="print Table 2 (layers, shapes, parameters)")
     p.add_argument("experiment")
     p.set_defaults(fn=_summary)
-    p = sub.add_parser("train", help="train and evaluate one experiment")
+
+    p = sub.add_parser("train", parents=[data], help="train and evaluate one experiment")
     p.add_argument("experiment")
-    p.add_argument("--epochs", type=int, default=None, help="default: the experiment's (20)")
-    p.add_argument("--data", default="tfds",
-                   help="tfds (default), synthetic, or an image folder / .tar.gz path")
-    p.add_argument("--data-dir", default=None, help="tfds data folder")
-    p.add_argument("--out", default="results", help="folder of run folders (default: results)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="default: the experiment's (20)")
+    p.add_argument("--out", type=_out_folder, default="runs",
+                   help="folder of run folders (default: runs; the committed record is results)")
     p.add_argument("--protocol", default=None, help="paper (default), tuned or tuned2")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of weights, shuffling and augmentation; k > 0 trains into <run>_seed<k>")
-    p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=_seed, default=0,
+                       help="seed of weights, shuffling and augmentation; k > 0 trains into "
+                            "<run>_seed<k>")
+    seeds.add_argument("--seeds", type=_seed, nargs="+", default=None,
+                       help="several seeds, one after the other in this process")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="a seeded random subset of this many examples per split (smoke runs)")
     p.add_argument("--precision", default="auto",
                    help="auto (default), float32, mixed_float16 or mixed_bfloat16")
-    p.add_argument("--overwrite", action="store_true", help="retrain a finished run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty the run folder and train afresh")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="1: a progress bar per epoch (default); 2: one line per epoch")
     p.set_defaults(fn=_train)
-    p = sub.add_parser("export", help="LiteRT export of a run in four forms, measured")
+
+    p = sub.add_parser("export", parents=[data], help="LiteRT export of a run in four forms, measured")
     p.add_argument("run", help="a run folder, e.g. results/e4")
-    p.add_argument("--data", default="tfds", help="where the test split comes from (as train)")
-    p.add_argument("--data-dir", default=None, help="tfds data folder")
-    p.add_argument("--out", default=None, help="output folder (default: RUN/litert)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate on this many test images")
+    p.add_argument("--out", type=_out_folder, default=None,
+                   help="output folder (default: RUN/litert, or RUN/litert_limit<N> with --limit)")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="evaluate on a seeded random subset of this many test images")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.set_defaults(fn=_export)
-    p = sub.add_parser("prune", help="fine-tune a run with magnitude pruning")
+
+    p = sub.add_parser("prune", parents=[data], help="fine-tune a run with magnitude pruning")
     p.add_argument("run", help="a run folder, e.g. results/e4")
-    p.add_argument("--data", default="tfds", help="training data source (as train)")
-    p.add_argument("--data-dir", default=None, help="tfds data folder")
-    p.add_argument("--sparsity", type=float, default=0.6, help="fraction of zeros (default 0.6)")
-    p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs (default 6)")
-    p.add_argument("--out", default=None, help="output folder (default: RUN/pruned<percent>)")
+    p.add_argument("--sparsity", type=_fraction, default=0.6,
+                   help="fraction of Fire-module weights set to zero (default 0.6)")
+    p.add_argument("--epochs", type=_positive_int, default=6,
+                   help="fine-tuning epochs (default 6)")
+    p.add_argument("--out", type=_out_folder, default=None,
+                   help="output folder (default: RUN/pruned<percent>)")
     p.set_defaults(fn=_prune)
+
     p = sub.add_parser("study", help="execute every notebook in order (papermill)")
     p.add_argument("--data", default="tfds", help="tfds (default) or an image folder / .tar.gz path")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=_positive_int, default=20)
     p.add_argument("--smoke", action="store_true",
                    help="synthetic data, 1 epoch, copies in a temporary folder")
     p.add_argument("--notebooks", default="notebooks", help="notebooks folder (default: notebooks)")
-    p.add_argument("--only", nargs="*", help="run only these notebooks (stems)")
+    p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
+                   help="run only these notebooks (stems, e.g. 06_results)")
     p.set_defaults(fn=_study)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _backend_missing(err: ImportError) -> str | None:
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend and err.name and err.name.split(".")[0] == backend:
+        return (f"KERAS_BACKEND={backend} but the {backend!r} package is not installed: "
+                f"install it (pip install {backend}) or unset KERAS_BACKEND.")
+    return None
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ImportError as err:  # e.g. KERAS_BACKEND=jax without JAX installed
+        message = _backend_missing(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from squeeze_keras.data import DataError
+    from squeeze_keras.runs import RunFolderError
+
     try:
         args.fn(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        hint = f": {RESUME_HINT}" if args.command == "train" else ""
+        print(f"\ninterrupted{hint}.", file=sys.stderr)
+        return 130
+    except (DataError, RunFolderError, ValueError, FileExistsError, FileNotFoundError,
+            NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # a notebook failed: run_study has said where
-        if type(err).__name__ != "PapermillExecutionError":
-            raise
-        return 1
+    except PermissionError as err:
+        where = pathlib.Path(err.filename).parent if err.filename else "the output folder"
+        print(f"error: cannot write into {where} (permission denied); choose another --out.",
+              file=sys.stderr)
+        return 2
+    except Exception as err:
+        if type(err).__name__ == "PapermillExecutionError":
+            return 1  # run_study has said which notebook and cell failed
+        raise
     return 0
 
 

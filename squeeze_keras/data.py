@@ -1,4 +1,14 @@
-"""Input pipelines for CIFAR-10/100 from tfds, an image folder or synthetic data.
+"""Loads CIFAR-10/100 (tfds, an image folder or .tar.gz, or synthetic) into fixed-size batches.
+
+Every batch of both splits has exactly `batch_size` rows and is a triple
+``(images, labels, sample_weights)``: float32 normalised images of shape
+``(batch_size, 32, 32, 3)``, int64 labels and float32 weights, 1 for a real
+example and 0 for padding. Only the last batch of a split holds padding
+(all-zero images, label 0), so a compiled train or test step sees one shape
+and is traced once; Keras `fit`/`evaluate` weight the padding out of the
+metrics. Each epoch shows every training image once, and a pass over the test
+split evaluates every test image once. `Splits` also keeps the raw uint8
+arrays, and `normalize` is the pipelines' normalisation in NumPy.
 
 Preprocessing modes (chosen by the experiment):
 
@@ -13,26 +23,37 @@ Preprocessing modes (chosen by the experiment):
   the same constants for CIFAR-100.)
 
 Under Keras's TensorFlow backend every split is a tf.data pipeline,
-``cache -> shuffle -> map(augment, AUTOTUNE) -> batch -> map(normalise,
+``cache -> shuffle -> map(augment, AUTOTUNE) -> pad -> batch -> map(normalise,
 AUTOTUNE) -> prefetch``. Under the JAX or PyTorch backends (where TensorFlow
 may not be installed) the same steps run in NumPy in an `ArrayBatches`
-`keras.utils.PyDataset`: same normalisation, same kind of augmentation,
-batches of the same size.
+`keras.utils.PyDataset`: same normalisation, same kind of augmentation, the
+same padded batches.
+
+A .tar.gz source is unpacked once into the temp folder (into a temporary
+sibling that is renamed into place when complete), and its decoded images are
+cached there as an uncompressed `.npz`, written atomically; a corrupt cache is
+reported, deleted and rebuilt.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import os
 import pathlib
+import shutil
 import tarfile
 import tempfile
+import warnings
+import zipfile
+import zlib
 
 import keras
 import numpy as np
 
 from squeeze_keras.experiments import DATASETS, PREPROCESSING
+from squeeze_keras.fileio import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,9 +61,10 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CROP_PADDING = 4
 IMAGE_SHAPE = (32, 32, 3)
-SOURCES = ("tfds", "synthetic", "<path to an image folder or .tar.gz>")
+NAMED_SOURCES = ("tfds", "synthetic")
 PIPELINES = ("auto", "tf.data", "numpy")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 
 
 class DataError(ValueError):
@@ -51,7 +73,12 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Train and test pipelines plus what a report needs to know about them."""
+    """Train and test pipelines, the uint8 arrays behind them, and their sizes.
+
+    `train_size`/`test_size` count real examples (padding excluded);
+    `x_train`, `y_train`, `x_test`, `y_test` are the raw uint8 images and
+    int64 labels the pipelines were built from (after `limit`).
+    """
 
     train: "tf.data.Dataset | ArrayBatches"
     test: "tf.data.Dataset | ArrayBatches"
@@ -60,7 +87,107 @@ class Splits:
     classes: int
     train_size: int
     test_size: int
-    class_names: tuple[str, ...] = ()
+    x_train: np.ndarray | None = None
+    y_train: np.ndarray | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+
+# ---------------------------------------------------------------- source names
+
+
+def _source_kind(source) -> str:
+    """`"tfds"`, `"synthetic"` or `"folder"`; refuses anything else."""
+    source = os.fspath(source)
+    if source in NAMED_SOURCES:
+        return source
+    if os.sep in source or "/" in source or os.path.exists(source):
+        return "folder"
+    raise DataError(
+        f"Unknown data source {source!r}. Use 'tfds', 'synthetic' or a path to an "
+        "image folder (train/<class>/*, test/<class>/*) or its .tar.gz."
+    )
+
+
+def _folder_name(source) -> str:
+    return pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(source)))).name
+
+
+def source_label(source) -> str:
+    """Short label of a data source for metrics: `"tfds"`, `"synthetic"` or `"folder:<name>"`.
+
+    Args:
+        source: `"tfds"`, `"synthetic"`, or a path to an image folder or archive.
+
+    Returns:
+        The label; for a path, `"folder:"` plus its base name (e.g.
+        `"folder:cifar10-jpeg.tar.gz"`).
+    """
+    kind = _source_kind(source)
+    return kind if kind in NAMED_SOURCES else f"folder:{_folder_name(source)}"
+
+
+def _tree_fingerprint(root: pathlib.Path) -> dict:
+    """Number, total bytes and a digest of sorted (relative path, size) of a folder's images.
+
+    One `stat` per file and no reading: about a second for CIFAR's 60,000 files.
+    """
+    entries, total = [], 0
+    stack = [("", os.fspath(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    stack.append((f"{prefix}{entry.name}/", entry.path))
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    size = entry.stat().st_size
+                    entries.append(f"{prefix}{entry.name}\t{size}\n")
+                    total += size
+    entries.sort()
+    digest = hashlib.sha256("".join(entries).encode()).hexdigest()
+    return {"files": len(entries), "bytes": total, "digest": digest[:16]}
+
+
+def source_identity(source, data_dir=None) -> dict:
+    """What identifies a data source, so that a run folder can tell whether its data changed.
+
+    Args:
+        source: `"tfds"`, `"synthetic"`, or a path to an image folder or archive.
+        data_dir: tfds data folder, recorded for `"tfds"` when given.
+            Defaults to `None`.
+
+    Returns:
+        `{"source": "tfds"}` (plus `"data_dir"`, resolved, when given),
+        `{"source": "synthetic"}`, or for a path `{"source": "folder",
+        "name": <base name>, "path": <resolved absolute path>, ...}` with
+        `"bytes"` and `"mtime"` (int seconds) for an archive file, or
+        `"files"`, `"bytes"` (their total) and `"digest"` (of the sorted
+        relative paths and sizes of its images) for a folder.
+
+    Raises:
+        DataError: for an unknown name or a path that does not exist.
+    """
+    kind = _source_kind(source)
+    if kind == "tfds":
+        identity = {"source": "tfds"}
+        if data_dir is not None:
+            identity["data_dir"] = str(pathlib.Path(data_dir).expanduser().resolve())
+        return identity
+    if kind == "synthetic":
+        return {"source": "synthetic"}
+    path = pathlib.Path(os.fspath(source)).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"Data source {os.fspath(source)} does not exist.")
+    identity = {"source": "folder", "name": _folder_name(source), "path": str(path)}
+    if path.is_dir():
+        identity.update(_tree_fingerprint(path))
+    else:
+        stat = path.stat()
+        identity.update(bytes=stat.st_size, mtime=int(stat.st_mtime))
+    return identity
 
 
 # ---------------------------------------------------------------- sources
@@ -108,20 +235,41 @@ def _read_image(path: pathlib.Path) -> np.ndarray:
     return array
 
 
-def _extract_archive(archive: pathlib.Path) -> pathlib.Path:
-    """Unpacks a .tar.gz image folder once into the temp dir; returns its root."""
+def _extract_archive(archive: pathlib.Path, shown) -> pathlib.Path:
+    """Unpacks a .tar.gz image folder once into the temp dir; returns its root.
+
+    The archive goes into a temporary sibling folder that is renamed into
+    place only when complete, so an interrupted or failed extraction never
+    looks like a finished one. `shown` is the archive as the user named it.
+    """
     stat = archive.stat()
     target = pathlib.Path(tempfile.gettempdir()) / (
         f"squeeze_keras_{archive.name.split('.')[0]}_{stat.st_size}_{int(stat.st_mtime)}"
     )
-    done = target / ".complete"
-    if not done.exists():
+    if target.exists() and not (target / ".complete").exists():
+        shutil.rmtree(target, ignore_errors=True)  # left by an older, non-atomic version
+    if not target.exists():
+        partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial",
+                                                dir=target.parent))
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")
-        except (tarfile.TarError, OSError) as err:
-            raise DataError(f"Cannot unpack {archive}: {err}") from err
-        done.touch()
+                tar.extractall(partial, filter="data")
+            (partial / ".complete").touch()
+            try:
+                os.rename(partial, target)
+            except OSError:
+                if not (target / ".complete").exists():  # not a concurrent loader's copy
+                    raise
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+            if isinstance(err, OSError) and err.errno is not None:
+                raise DataError(
+                    f"Cannot unpack {shown} into {target.parent}: {err}") from err
+            raise DataError(
+                f"Cannot unpack {shown}: the archive is truncated or corrupt "
+                f"({type(err).__name__}: {err})."
+            ) from err
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     # Accept an archive whose folders sit at the top or one level down.
     if not (target / "train").is_dir():
         subdirs = [p for p in target.iterdir() if (p / "train").is_dir()]
@@ -130,54 +278,100 @@ def _extract_archive(archive: pathlib.Path) -> pathlib.Path:
     return target
 
 
+_CACHE_KEYS = ("x_train", "y_train", "x_test", "y_test", "class_names")
+
+
+def _read_cache(cache: pathlib.Path, classes: int):
+    """The arrays of a decoded-image cache; raises ValueError if it is not a valid one."""
+    with np.load(cache, allow_pickle=False) as f:
+        missing = [key for key in _CACHE_KEYS if key not in f.files]
+        if missing:
+            raise ValueError(f"missing arrays {missing}")
+        arrays = {key: f[key] for key in _CACHE_KEYS}
+    names = tuple(str(n) for n in arrays["class_names"])
+    if len(names) != classes:
+        raise ValueError(f"{len(names)} class names for {classes} classes")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.shape[1:] != IMAGE_SHAPE or y.shape != x.shape[:1]:
+            raise ValueError(f"{split} arrays have shapes {x.shape} {x.dtype} and {y.shape}")
+        if y.dtype != np.int64 or (len(y) and (y.min() < 0 or y.max() >= classes)):
+            raise ValueError(f"{split} labels are not int64 in [0, {classes})")
+    return ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), names)
+
+
+def _cached_folder_arrays(root: pathlib.Path, classes: int, shown):
+    """`folder_arrays` of an unpacked archive, through an `.npz` cache beside it."""
+    # Decoding 60,000 JPEGs takes most of a minute; loading the uncompressed cache, a fraction
+    # of a second.
+    cache = root / f".arrays_{classes}.npz"
+    if cache.exists():
+        try:
+            return _read_cache(cache, classes)
+        except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as err:
+            warnings.warn(
+                f"Decoded-image cache {cache} is unreadable ({type(err).__name__}: {err}); "
+                "deleting it and decoding the images again.", stacklevel=3)
+            cache.unlink(missing_ok=True)
+    train, test, class_names = _folder_arrays(root, classes, shown)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as f:  # a file object: no ".npz" appended
+        np.savez(f, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
+                 class_names=np.array(class_names))
+    return train, test, class_names
+
+
 def folder_arrays(path, classes: int):
     """Reads `train/<class>/*` and `test/<class>/*` (PNG/JPEG) into uint8 arrays.
 
-    Class ids follow the sorted class-folder names (CIFAR's own label order
-    for CIFAR-10). Returns `((x_train, y_train), (x_test, y_test), class_names)`.
+    `path` is a folder or a .tar.gz/.tgz/.tar of one (unpacked once into the
+    temp folder, its decoded arrays cached there). Class ids follow the sorted
+    class-folder names (CIFAR's own label order for CIFAR-10). Returns
+    `((x_train, y_train), (x_test, y_test), class_names)`.
     """
     root = pathlib.Path(path)
-    if root.is_file() and root.name.endswith((".tar.gz", ".tgz", ".tar")):
-        root = _extract_archive(root)
-        # Decoding 60,000 JPEGs takes most of a minute: keep the arrays beside the unpacked copy.
-        cache = root / f".arrays_{classes}.npz"
-        if cache.exists():
-            with np.load(cache) as f:
-                return ((f["x_train"], f["y_train"]), (f["x_test"], f["y_test"]),
-                        tuple(str(n) for n in f["class_names"]))
-        train, test, class_names = folder_arrays(root, classes)
-        np.savez(cache, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
-                 class_names=np.array(class_names))
-        return train, test, class_names
+    if root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES):
+        return _cached_folder_arrays(_extract_archive(root, path), classes, path)
     if not root.exists():
         raise DataError(
             f"Data folder {root} does not exist. Expected train/<class>/* and "
             "test/<class>/* image folders (or a .tar.gz of them)."
         )
+    return _folder_arrays(root, classes, root)
+
+
+def _folder_arrays(root: pathlib.Path, classes: int, shown):
+    """Decodes an image folder; errors name `shown` (the folder or archive the user gave)."""
+    kind = "Archive" if shown != root else "Data folder"
+
+    def name(path):  # as the user knows it: inside `shown`, not the temp folder
+        relative = path.relative_to(root)
+        return f"{shown}" if relative == pathlib.Path() else f"{shown}/{relative.as_posix()}"
+
     splits, class_names = [], None
     for split in ("train", "test"):
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(
-                f"Data folder {root} has no '{split}/' folder. Expected "
+                f"{kind} {shown} has no '{split}/' folder. Expected "
                 "train/<class>/* and test/<class>/* image folders."
             )
         names = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
         if len(names) != classes:
             raise DataError(
-                f"{split_dir} has {len(names)} class folders, but the dataset has "
+                f"{name(split_dir)} has {len(names)} class folders, but the dataset has "
                 f"{classes} classes. Check the folder or the dataset name."
             )
         if class_names is not None and names != class_names:
-            raise DataError(f"train/ and test/ of {root} have different class folders.")
+            raise DataError(f"train/ and test/ of {shown} have different class folders.")
         class_names = names
         paths, labels = [], []
-        for label, name in enumerate(names):
+        for label, class_name in enumerate(names):
             files = sorted(
-                p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                p for p in (split_dir / class_name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not files:
-                raise DataError(f"Class folder {split_dir / name} holds no PNG or JPEG images.")
+                raise DataError(
+                    f"Class folder {name(split_dir / class_name)} holds no PNG or JPEG images.")
             paths.extend(files)
             labels.extend([label] * len(files))
         # Pillow decodes outside the GIL, so threads use every core.
@@ -187,21 +381,45 @@ def folder_arrays(path, classes: int):
     return splits[0], splits[1], tuple(class_names)
 
 
+def _import_error_in(err: BaseException) -> ImportError | None:
+    """The ImportError that `err` is or was raised from, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ImportError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def tfds_arrays(dataset: str, data_dir=None, download=True):
     """Loads a tfds CIFAR dataset into uint8 arrays (what Colab users get)."""
-    import tensorflow_datasets as tfds
-
+    offline = ("pass an image folder (train/<class>/*, test/<class>/*) or its .tar.gz as "
+               "the source, e.g. `python -m squeeze_keras train e4 --data path/to/cifar10`.")
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise DataError(
+            f"The 'tfds' source needs tensorflow-datasets, but importing it failed: module "
+            f"{err.name!r} is missing or broken ({type(err).__name__}: {err}). Install it "
+            f"(`pip install tensorflow-datasets`), or {offline}"
+        ) from err
     try:
         train, test = tfds.load(
             dataset, split=["train", "test"], as_supervised=True, batch_size=-1,
             data_dir=data_dir, download=download,
         )
     except Exception as err:  # tfds wraps network and file errors many ways
+        missing = _import_error_in(err)
+        if missing is not None:
+            raise DataError(
+                f"tfds could not load {dataset!r}: it needs module {missing.name!r}, which is "
+                f"missing or broken ({type(missing).__name__}: {missing}). Install that module, "
+                f"or {offline}"
+            ) from err
         raise DataError(
             f"tfds could not load {dataset!r} ({type(err).__name__}: {err}). Without "
-            "internet, point `data_dir` at a prepared tfds folder, or pass an image "
-            "folder (train/<class>/*, test/<class>/*) or its .tar.gz as the source, "
-            "e.g. `python -m squeeze_keras train e4 --data path/to/cifar10`."
+            "internet, point `data_dir` at a prepared tfds folder, or " + offline
         ) from err
     arrays = [(np.asarray(x), np.asarray(y, np.int64)) for x, y in (train, test)]
     return arrays[0], arrays[1]
@@ -217,21 +435,34 @@ def _check_preprocessing(preprocessing):
         )
 
 
-def _mean_std(preprocessing):
-    return (IMAGENET_MEAN, IMAGENET_STD) if preprocessing == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise ValueError(
+            f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
 
 
-def _normalizer(preprocessing: str):
-    import tensorflow as tf
+def _scale_shift(preprocessing):
+    """`x * scale + shift` == `(x / 255 - mean) / std`, as float32 per-channel constants."""
+    _check_preprocessing(preprocessing)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if preprocessing == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
+    scale = (1 / (255 * np.asarray(std))).astype(np.float32)
+    shift = (-np.asarray(mean) / np.asarray(std)).astype(np.float32)
+    return scale, shift
 
-    mean, std = _mean_std(preprocessing)
-    mean = tf.constant(mean, tf.float32)
-    std = tf.constant(std, tf.float32)
 
-    def normalize(image):
-        return (tf.cast(image, tf.float32) / 255.0 - mean) / std
+def normalize(images, preprocessing) -> np.ndarray:
+    """Normalises uint8 images as the pipelines do, in NumPy.
 
-    return normalize
+    Args:
+        images: uint8 array of shape `(..., 32, 32, 3)`.
+        preprocessing: `"imagenet"` or `"cifar"` (see module doc).
+
+    Returns:
+        A float32 array of the same shape, `(images / 255 - mean) / std`.
+    """
+    scale, shift = _scale_shift(preprocessing)
+    return np.asarray(images).astype(np.float32) * scale + shift
 
 
 def _augment(image, seed):
@@ -245,60 +476,71 @@ def _augment(image, seed):
 
 
 def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
-                  batch_size=64, seed=0, shuffle_buffer=None):
+                  batch_size=64, seed=0):
     """Turns uint8 images and int labels into a batched, normalised tf.data pipeline.
 
-    `cache -> shuffle -> map(augment, AUTOTUNE) -> batch -> map(normalise) -> prefetch`;
-    shuffling and augmentation only when `training`, both seeded by `seed`.
+    `cache -> shuffle -> map(augment, AUTOTUNE) -> pad -> batch -> map(normalise) ->
+    prefetch`; shuffling and augmentation only when `training`, both seeded by
+    `seed`. Yields `(images, labels, weights)` batches of exactly `batch_size`
+    rows; the last is padded with zero images of weight 0.
     """
     import tensorflow as tf
 
-    _check_preprocessing(preprocessing)
-    normalize = _normalizer(preprocessing)
+    _check_batch_size(batch_size)
+    scale, shift = _scale_shift(preprocessing)
+    labels = np.asarray(labels, np.int64)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels.")
     augment = training and preprocessing == "cifar"
-    ds = tf.data.Dataset.from_tensor_slices((images, labels)).cache()
+    weights = np.ones(len(labels), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels, weights)).cache()
     if training:
-        ds = ds.shuffle(shuffle_buffer or len(images), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     if augment:
         # One stateless seed per element, fresh each epoch, reproducible from `seed`.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (_augment(xy[0], s), xy[1]),
+            lambda xyw, s: (_augment(xyw[0], s), xyw[1], xyw[2]),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
         )
+    # Padding after the shuffle: it always lands in the last batch, never augmented.
+    pad = -len(images) % batch_size
+    if pad:
+        ds = ds.concatenate(tf.data.Dataset.from_tensor_slices((
+            np.zeros((pad, *IMAGE_SHAPE), np.uint8), np.zeros(pad, np.int64),
+            np.zeros(pad, np.float32))))
     # Normalising whole batches is one vectorised op instead of one per image
     # (measured: the per-image map cost the baseline ~25 % of its training speed).
-    ds = ds.batch(batch_size, drop_remainder=False)
-    ds = ds.map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    scale, shift = tf.constant(scale), tf.constant(shift)
+    ds = ds.map(lambda x, y, w: (tf.cast(x, tf.float32) * scale + shift, y, w),
+                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 class ArrayBatches(keras.utils.PyDataset):
     """The same pipeline as `make_pipeline`, in NumPy, for any Keras backend.
 
-    Batches are normalised float32 images and int labels. When `training`,
-    the order is reshuffled every epoch and, for `"cifar"` preprocessing,
-    each image gets a random crop of its 4-pixel zero-padded copy and a
-    random horizontal flip. All randomness comes from `(seed, epoch, batch)`,
-    so a run is reproducible and two batches never share a random stream.
+    Batches are `(images, labels, weights)`: normalised float32 images, int
+    labels and float32 weights, exactly `batch_size` rows each; the last is
+    padded with zero images of weight 0. When `training`, the order is
+    reshuffled every epoch and, for `"cifar"` preprocessing, each image gets
+    a random crop of its 4-pixel zero-padded copy and a random horizontal
+    flip. All randomness comes from `(seed, epoch, batch)`, so a run is
+    reproducible and two batches never share a random stream.
     """
 
     def __init__(self, images, labels, *, preprocessing="imagenet", training=False,
                  batch_size=64, seed=0, **kwargs):
         super().__init__(**kwargs)
-        _check_preprocessing(preprocessing)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(
-                f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
+        _check_batch_size(batch_size)
+        self._scale, self._shift = _scale_shift(preprocessing)
         self.images = np.asarray(images, np.uint8)
         self.labels = np.asarray(labels, np.int64)
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
-        self.training, self.batch_size, self.seed = training, batch_size, seed
+        self.training, self.batch_size, self.seed = training, int(batch_size), seed
         self.augment = training and preprocessing == "cifar"
-        mean, std = _mean_std(preprocessing)
-        self._scale = (1 / (255 * np.asarray(std))).astype(np.float32)
-        self._shift = (-np.asarray(mean) / np.asarray(std)).astype(np.float32)
         if self.augment:
             pad = CROP_PADDING
             self._padded = np.pad(self.images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
@@ -317,18 +559,23 @@ class ArrayBatches(keras.utils.PyDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch {index} of a dataset with {len(self)} batches.")
         idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        n = len(idx)
+        images = np.zeros((self.batch_size, *IMAGE_SHAPE), np.uint8)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            offsets = rng.integers(0, 2 * CROP_PADDING + 1, size=(len(idx), 2))
-            flips = rng.random(len(idx)) < 0.5
+            offsets = rng.integers(0, 2 * CROP_PADDING + 1, size=(n, 2))
+            flips = rng.random(n) < 0.5
             height, width = IMAGE_SHAPE[:2]
-            images = np.empty((len(idx), *IMAGE_SHAPE), np.uint8)
             for k, (i, (dy, dx), flip) in enumerate(zip(idx, offsets, flips)):
                 crop = self._padded[i, dy:dy + height, dx:dx + width]
                 images[k] = crop[:, ::-1] if flip else crop
         else:
-            images = self.images[idx]
-        return images.astype(np.float32) * self._scale + self._shift, self.labels[idx]
+            images[:n] = self.images[idx]
+        labels = np.zeros(self.batch_size, np.int64)
+        labels[:n] = self.labels[idx]
+        weights = np.zeros(self.batch_size, np.float32)
+        weights[:n] = 1
+        return images.astype(np.float32) * self._scale + self._shift, labels, weights
 
     def on_epoch_end(self):
         if self.training:
@@ -357,10 +604,13 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
             Defaults to `"tfds"`.
         preprocessing: `"imagenet"` or `"cifar"` (see module doc).
             Defaults to `"imagenet"`.
-        batch_size: batch size of both splits. Defaults to `64`.
-        seed: seed of shuffling, augmentation and synthetic data. Defaults to `0`.
-        limit: keep only the first `limit` examples of each split (smoke
-            runs), or `None` for all. Defaults to `None`.
+        batch_size: rows of every batch of both splits (the last one padded).
+            Defaults to `64`.
+        seed: seed of shuffling, augmentation, synthetic data and the `limit`
+            subset. Defaults to `0`.
+        limit: keep a random subset of `limit` examples of each split, drawn
+            with `seed` and kept in their original order (smoke runs), or
+            `None` for all. Defaults to `None`.
         data_dir: tfds data folder. Defaults to tfds' own.
         download: let tfds download. Defaults to `True`.
         synthetic_sizes: `(train, test)` sizes of the synthetic source.
@@ -369,28 +619,24 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
             Defaults to `"auto"`.
 
     Returns:
-        A `Splits` with `train`, `test` and sizes.
+        A `Splits` with the `train` and `test` pipelines (batches of
+        `(images, labels, weights)`), the real sizes and the uint8 arrays.
     """
     if dataset not in DATASETS:
         raise DataError(f"Unknown dataset {dataset!r}. Known datasets: {sorted(DATASETS)}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"`limit` must be a positive integer or None. Received: limit={limit!r}")
+    _check_batch_size(batch_size)
     pipeline = resolve_pipeline(pipeline)
     classes = DATASETS[dataset]
-    class_names: tuple[str, ...] = ()
-    source = os.fspath(source)
-    if source == "synthetic":
+    kind = _source_kind(source)
+    if kind == "synthetic":
         (x_train, y_train), (x_test, y_test) = synthetic_arrays(
             classes, *synthetic_sizes, seed=seed)
-    elif source == "tfds":
+    elif kind == "tfds":
         (x_train, y_train), (x_test, y_test) = tfds_arrays(dataset, data_dir, download)
-    elif os.sep in source or "/" in source or os.path.exists(source):
-        (x_train, y_train), (x_test, y_test), class_names = folder_arrays(source, classes)
     else:
-        raise DataError(
-            f"Unknown data source {source!r}. Use 'tfds', 'synthetic' or a path to an "
-            "image folder (train/<class>/*, test/<class>/*)."
-        )
+        (x_train, y_train), (x_test, y_test), _ = folder_arrays(os.fspath(source), classes)
     if limit is not None:
         # A seeded subset, so a small slice still holds every class.
         rng = np.random.default_rng(seed)
@@ -403,7 +649,7 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
     return Splits(
         train=make(x_train, y_train, training=True, **kwargs),
         test=make(x_test, y_test, training=False, **kwargs),
-        dataset=dataset, source=source if source in ("tfds", "synthetic") else "folder",
-        classes=classes, train_size=len(x_train), test_size=len(x_test),
-        class_names=class_names,
+        dataset=dataset, source=kind, classes=classes,
+        train_size=len(x_train), test_size=len(x_test),
+        x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
     )

@@ -1,9 +1,13 @@
-"""The report's experiments as frozen configs in a registry.
+"""Named experiments as frozen configs in a registry.
 
 Each experiment is its parent with only what that experiment changes replaced
-(`dataclasses.replace`), so the config diff *is* the experiment. Section and
-table numbers refer to the report (Chernis, Gupta, Sivanandan, "MiniProject 4:
-Evaluating SqueezeNet and Exploring Variations").
+(`dataclasses.replace`), so the config diff *is* the experiment. `REPORT`
+holds the report's experiments (baseline, E1-E5); section and table numbers
+refer to the report (Chernis, Gupta, Sivanandan, "MiniProject 4: Evaluating
+SqueezeNet and Exploring Variations"). `DESIGN_SPACE` holds variants from the
+SqueezeNet paper's design-space exploration (Iandola et al. 2016, sections 5
+and 6) built on E4: SqueezeNet 1.1, bypass connections, batch normalisation
+and the squeeze-ratio and pct3x3 sweeps (`SR_SWEEP`, `PCT3X3_SWEEP`).
 """
 
 from __future__ import annotations
@@ -12,25 +16,47 @@ import dataclasses
 from dataclasses import replace
 from typing import Callable
 
-from squeeze_keras.model import SQUEEZENET_1_0_FIRES, SQUEEZENET_1_0_POOLS, Fire, SqueezeNet
+from squeeze_keras.model import SQUEEZENET_1_1_POOLS, ModelConfig, SqueezeNet, fire_family
+
+__all__ = [
+    "DATASETS", "DESIGN_SPACE", "ExperimentConfig", "ModelConfig", "OPTIMIZERS",
+    "PCT3X3_SWEEP", "PREPROCESSING", "PROTOCOLS", "Protocol", "REPORT", "SCHEDULES",
+    "SR_SWEEP", "get", "names", "register",
+]
+
+# The report's experiments, in its order.
+REPORT = ("baseline", "e1", "e2", "e3", "e4", "e5")
+# The paper's Fig. 3 sweeps on E4's layout, {value: experiment}. E4 is the
+# point SR 0.125, pct3x3 0.5 of both, so it stands for that point.
+SR_SWEEP = {0.125: "e4", 0.25: "e4_sr250", 0.5: "e4_sr500", 0.75: "e4_sr750", 1.0: "e4_sr1000"}
+PCT3X3_SWEEP = {0.01: "e4_pct01", 0.25: "e4_pct25", 0.5: "e4", 0.75: "e4_pct75",
+                0.99: "e4_pct99"}
+# Design-space variants, in plotting order (E4, their reference point, excluded).
+DESIGN_SPACE = (
+    "v1_1", "e4_bypass", "e4_complex_bypass", "e4_bn",
+    *(name for name in SR_SWEEP.values() if name != "e4"),
+    *(name for name in PCT3X3_SWEEP.values() if name != "e4"),
+)
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
 PREPROCESSING = ("imagenet", "cifar")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine")
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture knobs of `SqueezeNet` (see its docstring)."""
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    conv1_filters: int = 96
-    conv1_kernel: int = 7
-    conv1_strides: int = 2
-    conv1_padding: int = 0
-    pool_size: int = 3
-    pool_strides: int = 2
-    pool_after: tuple[str, ...] = SQUEEZENET_1_0_POOLS
-    fires: tuple[tuple[str, Fire], ...] = SQUEEZENET_1_0_FIRES
-    dropout: float = 0.5
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise ValueError(f"`{key}` must be one of {tuple(choices)}. Received: {key}={value!r}")
+
+
+def _check_positive_int(key, value, minimum=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"`{key}` must be {kind}. Received: {key}={value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,28 +65,56 @@ class Protocol:
 
     `paper`: plain settings of a 2020 student Colab project: Adam, constant
     learning rate 1e-4, batch 64, no schedule, weight decay or label
-    smoothing. Not Adam's default 1e-3: with it SqueezeNet's ReLU after conv10
-    dies in the first epoch (measured here: loss stuck at ln 10, accuracy 10 %
-    on CIFAR-10), a known SqueezeNet failure; 1e-4 trains every experiment.
+    smoothing. Not Adam's default 1e-3: it kills the ReLU after conv10, a
+    known SqueezeNet failure (see the README).
     `tuned`: AdamW (decoupled weight decay 0.05), batch 128, one epoch of
     linear warm-up to 5e-4 then cosine decay to 0, label smoothing 0.1; the
-    same augmentation. SGD at the usual CIFAR learning rate of 0.1 kills the
-    conv10 ReLU like Adam at 1e-3 (measured: 10 % after 4 epochs).
+    same augmentation.
     `tuned2`: `tuned` with a four times higher peak learning rate (2e-3)
     reached over two warm-up epochs, and weight decay 0.02 so that the total
-    decay over the schedule stays close to `tuned`'s. `tuned` ends under-fitted
-    (E4: 76 % train accuracy at epoch 20), so the step size is the lever tried.
+    decay over the schedule stays close to `tuned`'s: `tuned` under-fits
+    (README), so the step size is the lever tried.
+
+    Every field is checked on construction; an invalid one raises a
+    `ValueError` naming it and the value received.
     """
 
     name: str = "paper"
-    optimizer: str = "adam"  # "adam", "adamw" or "sgd"
+    optimizer: str = "adam"  # one of OPTIMIZERS
     learning_rate: float = 1e-4
     batch_size: int = 64
-    momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "constant"  # "constant" or "warmup_cosine"
-    warmup_epochs: int = 0
+    schedule: str = "constant"  # one of SCHEDULES
+    warmup_epochs: int = 0  # linear warm-up of "warmup_cosine"
     label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"`name` must be a non-empty string. Received: name={self.name!r}")
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if not _is_number(self.learning_rate) or not self.learning_rate > 0:
+            raise ValueError(
+                "`learning_rate` must be a positive number. "
+                f"Received: learning_rate={self.learning_rate!r}"
+            )
+        _check_positive_int("batch_size", self.batch_size)
+        if not _is_number(self.weight_decay) or not self.weight_decay >= 0:
+            raise ValueError(
+                "`weight_decay` must be a non-negative number. "
+                f"Received: weight_decay={self.weight_decay!r}"
+            )
+        _check_positive_int("warmup_epochs", self.warmup_epochs, minimum=0)
+        if self.warmup_epochs and self.schedule != "warmup_cosine":
+            raise ValueError(
+                "`warmup_epochs` needs schedule='warmup_cosine'. "
+                f"Received: warmup_epochs={self.warmup_epochs!r}, schedule={self.schedule!r}"
+            )
+        if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:
+            raise ValueError(
+                "`label_smoothing` must be in [0, 1). "
+                f"Received: label_smoothing={self.label_smoothing!r}"
+            )
 
 
 PROTOCOLS = {
@@ -78,7 +132,11 @@ PROTOCOLS = {
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """One row of Table 1: architecture, data, preprocessing and protocol."""
+    """One experiment: architecture, data, preprocessing and protocol.
+
+    Every field is checked on construction; an invalid one raises a
+    `ValueError` naming it and the value received.
+    """
 
     name: str
     description: str
@@ -91,38 +149,32 @@ class ExperimentConfig:
     report_top1: float | None = None
     report_params: int | None = None
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"`name` must be a non-empty string. Received: name={self.name!r}")
+        _check_choice("dataset", self.dataset, tuple(DATASETS))
+        _check_choice("preprocessing", self.preprocessing, PREPROCESSING)
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"`model` must be a ModelConfig. Received: model={self.model!r}")
+        if not isinstance(self.protocol, Protocol):
+            raise ValueError(
+                f"`protocol` must be a Protocol. Received: protocol={self.protocol!r}"
+            )
+        _check_positive_int("epochs", self.epochs)
+
     @property
     def classes(self) -> int:
         return DATASETS[self.dataset]
 
     def validate(self) -> "ExperimentConfig":
-        if self.dataset not in DATASETS:
-            raise ValueError(
-                f"`dataset` must be one of {sorted(DATASETS)}. Received: dataset={self.dataset!r}"
-            )
-        if self.preprocessing not in PREPROCESSING:
-            raise ValueError(
-                f"`preprocessing` must be one of {PREPROCESSING}. "
-                f"Received: preprocessing={self.preprocessing!r}"
-            )
-        if self.protocol.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(
-                "`protocol.optimizer` must be 'adam', 'adamw' or 'sgd'. "
-                f"Received: optimizer={self.protocol.optimizer!r}"
-            )
-        if self.protocol.schedule not in ("constant", "warmup_cosine"):
-            raise ValueError(
-                "`protocol.schedule` must be 'constant' or 'warmup_cosine'. "
-                f"Received: schedule={self.protocol.schedule!r}"
-            )
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"`epochs` must be a positive integer. Received: epochs={self.epochs!r}")
+        """Returns self: a config is checked when it is constructed."""
         return self
 
     def build_model(self, **kwargs):
-        """Builds this experiment's `SqueezeNet` (kwargs go to the factory)."""
+        """Builds this experiment's `SqueezeNet`; kwargs go to the factory and win."""
         arch = {f.name: getattr(self.model, f.name) for f in dataclasses.fields(self.model)}
-        return SqueezeNet(classes=self.classes, name=f"squeezenet_{self.name}", **arch, **kwargs)
+        return SqueezeNet(**{"classes": self.classes, "name": f"squeezenet_{self.name}",
+                             **arch, **kwargs})
 
     def with_protocol(self, protocol: str | Protocol) -> "ExperimentConfig":
         """The same experiment trained under another protocol (by name or value)."""
@@ -151,7 +203,7 @@ def register(name: str):
 
 
 def names() -> list[str]:
-    """Registered experiment names, in the report's order."""
+    """Registered experiment names: `REPORT` in the report's order, then `DESIGN_SPACE`."""
     return list(_REGISTRY)
 
 
@@ -238,3 +290,92 @@ def e5() -> ExperimentConfig:
         e4(), name="e5", description="best model (E4) on CIFAR-100", dataset="cifar100",
         report_top1=38.39, report_params=773_764,
     )
+
+
+# --- The SqueezeNet paper's design space (not in the report) ---------------------
+
+
+@register("v1_1")
+def v1_1() -> ExperimentConfig:
+    """SqueezeNet 1.1 (torchvision `squeezenet1_1`): 64 3x3/2 conv1, pools after conv1, fire3, fire5.
+
+    Its parent is the baseline (SqueezeNet 1.0 as published, with ImageNet
+    preprocessing and 3x3/2 ceil max-pools), so that the diff is only the
+    1.0 -> 1.1 architecture change; both have the same Fire modules.
+    """
+    parent = baseline()
+    return replace(
+        parent, name="v1_1",
+        description="SqueezeNet 1.1 (conv1 64 3x3/2, pools after conv1, fire3, fire5)",
+        model=replace(parent.model, conv1_filters=64, conv1_kernel=3,
+                      pool_after=SQUEEZENET_1_1_POOLS),
+        report_top1=None, report_params=None,
+    )
+
+
+@register("e4_bypass")
+def e4_bypass() -> ExperimentConfig:
+    """E4 with the paper's simple bypass around Fire3, 5, 7 and 9 (no extra parameters).
+
+    Those are the Fire modules of E4 whose input and output channels match.
+    """
+    parent = e4()
+    return replace(
+        parent, name="e4_bypass", description="E4 + simple bypass around fire3, 5, 7, 9",
+        model=replace(parent.model, bypass=("fire3", "fire5", "fire7", "fire9")),
+        report_top1=None, report_params=None,
+    )
+
+
+@register("e4_complex_bypass")
+def e4_complex_bypass() -> ExperimentConfig:
+    """E4 with the paper's complex bypass: a shortcut around every Fire module.
+
+    Identity around Fire3, 5, 7 and 9; a 1x1 convolution projects the
+    shortcut around Fire2, 4, 6 and 8, whose channel counts change.
+    """
+    parent = e4()
+    return replace(
+        parent, name="e4_complex_bypass",
+        description="E4 + complex bypass (1x1 projections around fire2, 4, 6, 8)",
+        model=replace(parent.model, bypass=tuple(name for name, _ in parent.model.fires),
+                      bypass_type="complex"),
+        report_top1=None, report_params=None,
+    )
+
+
+@register("e4_bn")
+def e4_bn() -> ExperimentConfig:
+    """E4 with batch normalisation after every convolution but conv10 (see `SqueezeNet`)."""
+    parent = e4()
+    return replace(
+        parent, name="e4_bn", description="E4 + batch normalisation (conv -> BN -> ReLU)",
+        model=replace(parent.model, batch_norm=True),
+        report_top1=None, report_params=None,
+    )
+
+
+def _register_fire_family(name: str, description: str, **family):
+    """Registers E4 with its Fire widths from `fire_family(**family)`."""
+
+    @register(name)
+    def factory() -> ExperimentConfig:
+        parent = e4()
+        return replace(
+            parent, name=name, description=description,
+            model=replace(parent.model, fires=fire_family(**family)),
+            report_top1=None, report_params=None,
+        )
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = f"{description} (`fire_family({family})`)."
+    return factory
+
+
+for _sr, _name in SR_SWEEP.items():
+    if _name != "e4":
+        _register_fire_family(_name, f"E4 with squeeze ratio {_sr}", sr=_sr)
+for _pct, _name in PCT3X3_SWEEP.items():
+    if _name != "e4":
+        _register_fire_family(_name, f"E4 with {_pct:.0%} 3x3 expand filters", pct3x3=_pct)
+del _sr, _pct, _name

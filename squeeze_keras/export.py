@@ -1,4 +1,4 @@
-"""Small deployable models: LiteRT (TFLite) export of a run, measured by the LiteRT interpreter.
+"""LiteRT export of a run: converts its model in four forms and measures each with the interpreter.
 
 Four forms, converted with TensorFlow's `tf.lite.TFLiteConverter` (TensorFlow
 2.21 still ships the converter; the interpreter lives in the `ai-edge-litert`
@@ -13,6 +13,12 @@ package, `tf.lite.Interpreter` being deprecated in its favour):
 Each form is measured for bytes on disk, bytes after gzip (a stand-in for the
 Huffman coding stage of Deep Compression), top-1 on the test split computed by
 the LiteRT interpreter itself, and the median batch-1 CPU latency.
+
+An export folder belongs to the model it was made from: beside `litert.csv`,
+`source.json` records the SHA-256 of that `model.keras` (`source_sha256`)
+and how many test images were evaluated, so that stale tables can be told
+apart (`squeeze_keras.smallmodels`). A table of a `limit`ed test subset goes
+to its own folder (`litert_limit<N>`) and never replaces a full one.
 """
 
 from __future__ import annotations
@@ -22,38 +28,84 @@ import gzip
 import io
 import json
 import pathlib
+import shutil
 import statistics
 import time
 import warnings
 
+import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from squeeze_keras import data as data_lib
+from squeeze_keras import fileio, runs
+
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:  # fall back on TensorFlow's copy, deprecated in favour of LiteRT
+    Interpreter = tf.lite.Interpreter
+
 FORMS = ("float32", "float16", "dynamic_int8", "int8")
+SOURCE_FILE = "source.json"
+TABLE_FILE = "litert.csv"
 
 
 def _interpreter(model_content: bytes):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # fall back on TensorFlow's copy, deprecated in favour of LiteRT
-        Interpreter = tf.lite.Interpreter
     return Interpreter(model_content=model_content, num_threads=1)
 
 
+def _is_float32(model) -> bool:
+    return all(layer.dtype_policy.name == "float32" for layer in [model, *model.layers])
+
+
+def as_float32(model):
+    """`model` itself if every layer computes in float32, else a float32 clone with its weights.
+
+    A model built under a mixed policy (`mixed_bfloat16`, `mixed_float16`)
+    casts to half precision inside every layer, which the LiteRT builtin ops
+    cannot express (the converter asks for Flex ops on every Conv2D); its
+    variables are float32 already, so a float32 clone holds the same weights.
+    """
+    if _is_float32(model):
+        return model
+
+    def float32_layer(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    with runs.dtype_policy("float32"):
+        clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights([keras.ops.convert_to_numpy(w) for w in model.get_weights()])
+    return clone
+
+
 def convert(model, form: str, representative_images=None) -> bytes:
-    """Converts a Keras model to a LiteRT flatbuffer in one of `FORMS`."""
+    """Converts a Keras model to a LiteRT flatbuffer in one of `FORMS`.
+
+    A model built under a mixed-precision policy is converted as its float32
+    clone (`as_float32`).
+
+    Args:
+        model: a Keras model taking normalised float images.
+        form: one of `FORMS`.
+        representative_images: normalised float images that calibrate the
+            activations of `"int8"` (needed for it only). Defaults to `None`.
+
+    Returns:
+        The `.tflite` flatbuffer.
+    """
     if form not in FORMS:
         raise ValueError(f"`form` must be one of {FORMS}. Received: form={form!r}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if form == "int8" and representative_images is None:
+        raise ValueError("`representative_images` are needed for form='int8'. "
+                         "Received: representative_images=None")
+    converter = tf.lite.TFLiteConverter.from_keras_model(as_float32(model))
     if form == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif form == "dynamic_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif form == "int8":
-        if representative_images is None:
-            raise ValueError("Full-integer quantization needs `representative_images`.")
         images = np.asarray(representative_images, np.float32)
 
         def representative():
@@ -124,58 +176,109 @@ def latency_ms(model_content: bytes, image: np.ndarray, runs: int = 100) -> floa
     return 1000 * statistics.median(times)
 
 
-def _split_arrays(ds, limit=None):
-    xs, ys = [], []
-    for x, y in ds:
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-        if limit and sum(map(len, xs)) >= limit:
-            break
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    return (x[:limit], y[:limit]) if limit else (x, y)
+
+
+def _check_positive_int(name, value, optional=False):
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        kind = "a positive integer or None" if optional else "a positive integer"
+        raise ValueError(f"`{name}` must be {kind}. Received: {name}={value!r}")
+
+
+def litert_dir(folder, eval_limit=None) -> pathlib.Path:
+    """Where `export_run` writes by default: `folder/litert`, or `folder/litert_limit<N>`."""
+    folder = pathlib.Path(folder)
+    return folder / ("litert" if eval_limit is None else f"litert_limit{eval_limit}")
+
+
+def read_source(out_dir) -> dict | None:
+    """The `source.json` of an export (or pruned) folder, or `None` if it has none."""
+    path = pathlib.Path(out_dir) / SOURCE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def holds_full_table(out_dir) -> bool:
+    """Whether `out_dir` holds a `litert.csv` of the whole test split (legacy tables count)."""
+    out_dir = pathlib.Path(out_dir)
+    if not (out_dir / TABLE_FILE).exists():
+        return False
+    source = read_source(out_dir)
+    return source is None or source.get("eval_limit") is None
 
 
 def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representative=256,
-               eval_limit=None, latency_runs=100, data_dir=None) -> pd.DataFrame:
+               eval_limit=None, latency_runs=100, data_dir=None,
+               overwrite=False) -> pd.DataFrame:
     """Exports a run folder's `model.keras` in every form and measures each.
 
+    Writes one `.tflite` per form, `litert.csv` (the returned table) and
+    `source.json` (the SHA-256 of the exported `model.keras`, the data and
+    the number of test images), each atomically.
+
     Args:
-        run_dir: a run folder written by `run_experiment`.
+        run_dir: a run folder written by `run_experiment` (or a pruned one).
         data: the source the test split is read from (as `run_experiment`).
-        out_dir: where the `.tflite` files and `litert.csv` go.
-            Defaults to `run_dir/litert`.
+            Defaults to `"tfds"`.
+        out_dir: where the files go. Defaults to `litert_dir(run_dir, eval_limit)`:
+            `run_dir/litert`, or `run_dir/litert_limit<N>` with a limit.
         forms: which of `FORMS` to export. Defaults to all.
-        representative: train images used to calibrate `int8`. Defaults to `256`.
-        eval_limit: evaluate on only this many test images. Defaults to all.
+        representative: train images (a seeded random subset) that calibrate
+            `int8`. Defaults to `256`.
+        eval_limit: evaluate on a seeded random subset of this many test
+            images, the one `train --limit` uses, or `None` for all.
+            Defaults to `None`.
         latency_runs: timed batch-1 inferences per form. Defaults to `100`.
-        data_dir: tfds data folder.
+        data_dir: tfds data folder. Defaults to tfds' own.
+        overwrite: let a limited export replace the full-test-set table of
+            an explicit `out_dir`. Defaults to `False`.
 
     Returns:
         A DataFrame: form, bytes, gzip bytes, top-1 (LiteRT), agreement with
-        the Keras model's predictions, batch-1 latency.
-    """
-    from squeeze_keras import data as data_lib
-    from squeeze_keras.train import load_trained_model
+        the Keras model's predictions, batch-1 latency; `attrs["test_images"]`.
 
+    Raises:
+        FileNotFoundError: `run_dir` holds no `model.keras`.
+        FileExistsError: a limited export into an `out_dir` that holds a
+            full-test-set table, without `overwrite`.
+    """
+    _check_positive_int("eval_limit", eval_limit, optional=True)
+    _check_positive_int("representative", representative)
+    _check_positive_int("latency_runs", latency_runs)
+    for form in forms:
+        if form not in FORMS:
+            raise ValueError(f"`forms` must be a subset of {FORMS}. Received: forms={forms!r}")
     run_dir = pathlib.Path(run_dir)
+    out_dir = litert_dir(run_dir, eval_limit) if out_dir is None else pathlib.Path(out_dir)
+    if eval_limit is not None and not overwrite and holds_full_table(out_dir):
+        raise FileExistsError(
+            f"{out_dir} holds a table of the full test split; an export with "
+            f"eval_limit={eval_limit} would replace it. Leave out_dir to its default "
+            f"({litert_dir(run_dir, eval_limit)}), or pass overwrite=True "
+            "(CLI: --overwrite).")
     model_file = run_dir / "model.keras"
-    config, preprocessing, model = load_trained_model(run_dir, "export")
-    splits = data_lib.load(config.dataset, data, preprocessing=preprocessing,
-                           batch_size=250, seed=0, data_dir=data_dir)
-    x_test, y_test = _split_arrays(splits.test, eval_limit)
-    x_rep, _ = _split_arrays(splits.train, representative)
+    config, model = runs.load_trained_model(run_dir)
+    fingerprint = runs.model_fingerprint(model_file)
+    splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
+                           batch_size=250, seed=0, limit=eval_limit, data_dir=data_dir)
+    x_test = data_lib.normalize(splits.x_test, config.preprocessing)
+    y_test = np.asarray(splits.y_test)
+    calibration = np.sort(np.random.default_rng(0).permutation(len(splits.x_train))[:representative])
+    x_rep = data_lib.normalize(splits.x_train[calibration], config.preprocessing)
     keras_pred = model.predict(x_test, batch_size=250, verbose=0).argmax(1)
-    out_dir = pathlib.Path(out_dir) if out_dir else run_dir / "litert"
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # The old record goes first: a table never sits beside another model's fingerprint.
+    (out_dir / SOURCE_FILE).unlink(missing_ok=True)
+    model_bytes = model_file.read_bytes()
     rows = [{
-        "form": "keras (reference)", "bytes": model_file.stat().st_size,
-        "gzip bytes": len(gzip.compress(model_file.read_bytes(), 9)),
+        "form": "keras (reference)", "bytes": len(model_bytes),
+        "gzip bytes": len(gzip.compress(model_bytes, 9)),
         "top-1": round(100 * float((keras_pred == y_test).mean()), 2),
         "agreement with keras": 100.0, "latency ms": None,
     }]
     for form in forms:
         content = convert(model, form, x_rep)
-        (out_dir / f"{form}.tflite").write_bytes(content)
+        fileio.write_bytes(out_dir / f"{form}.tflite", content)
         pred = predict(content, x_test).argmax(1)
         rows.append({
             "form": form, "bytes": len(content), "gzip bytes": len(gzip.compress(content, 9)),
@@ -185,99 +288,16 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
         })
     table = pd.DataFrame(rows)
     table.attrs["test_images"] = len(y_test)
-    table.to_csv(out_dir / "litert.csv", index=False)
+    fileio.write_text(out_dir / TABLE_FILE, table.to_csv(index=False))
+    fileio.write_json(out_dir / SOURCE_FILE, {
+        "model": "model.keras", "source_sha256": fingerprint,
+        "data": runs.data_label(data), "eval_limit": eval_limit, "test_images": len(y_test),
+    })
     return table
 
 
-# Reference sizes (ImageNet models, from the SqueezeNet paper's Table 2), for the size axis only.
-REFERENCE_SIZES = {
-    "AlexNet, 240 MB": 240e6,
-    "SqueezeNet, 4.8 MB": 4.8e6,
-    "SqueezeNet + Deep Compression, 0.47 MB": 0.47e6,
-}
-# The bars of the small-models study (bytes; points of top-1 against the float model).
-INT8_MAX_BYTES = 850_000
-INT8_MAX_DROP = 1.0
-PRUNED_MAX_GZIP_BYTES = 500_000
-PRUNED_MAX_DROP = 1.5
-
-
-def size_table(run_dir) -> pd.DataFrame:
-    """Every exported form of a run and of its pruned variants (`RUN/pruned*`), one row each.
-
-    Reads the `litert/litert.csv` tables that `export_run` wrote. Adds `model`
-    (`dense` or the pruned folder's name), `sparsity` and `drop` (points of
-    top-1 lost against the dense Keras model).
-
-    Raises:
-        FileNotFoundError: the run has not been exported yet.
-    """
-    run_dir = pathlib.Path(run_dir)
-    dense = run_dir / "litert" / "litert.csv"
-    if not dense.exists():
-        raise FileNotFoundError(
-            f"{run_dir} has no litert/litert.csv: export it first "
-            f"(`python -m squeeze_keras export {run_dir}`).")
-    frames = [pd.read_csv(dense).assign(model="dense", sparsity=0.0)]
-    for pruned in sorted(run_dir.glob("pruned*/litert/litert.csv")):
-        metrics = json.loads((pruned.parent.parent / "metrics.json").read_text())
-        frames.append(pd.read_csv(pruned).assign(model=pruned.parent.parent.name,
-                                                 sparsity=float(metrics["sparsity"])))
-    table = pd.concat(frames, ignore_index=True)
-    reference = float(table.loc[(table["model"] == "dense")
-                                & (table["form"] == "keras (reference)"), "top-1"].iloc[0])
-    table["drop"] = (reference - table["top-1"]).round(2)
-    return table[["model", "sparsity", "form", "bytes", "gzip bytes", "top-1", "drop",
-                  "agreement with keras", "latency ms"]]
-
-
-def check_bars(table: pd.DataFrame) -> pd.DataFrame:
-    """The study's bars against a `size_table`: one row per check, with `met` True/False.
-
-    Dense full-integer int8: under 850,000 bytes and within 1 point of the
-    float model. Each pruned variant's int8 model: gzip'ed under 500,000 bytes
-    (the paper's 0.47 MB) and within 1.5 points of the dense float model.
-    """
-    rows = []
-
-    def add(what, measured, limit, met):
-        rows.append({"check": what, "measured": measured, "limit": limit, "met": bool(met)})
-
-    int8 = table[table["form"] == "int8"].set_index("model")
-    if "dense" in int8.index:
-        dense = int8.loc["dense"]
-        add("dense int8: bytes", int(dense["bytes"]), INT8_MAX_BYTES,
-            dense["bytes"] < INT8_MAX_BYTES)
-        add("dense int8: top-1 drop (points)", float(dense["drop"]), INT8_MAX_DROP,
-            dense["drop"] <= INT8_MAX_DROP)
-    for model, row in int8.drop(index="dense", errors="ignore").iterrows():
-        add(f"{model} int8: gzip bytes", int(row["gzip bytes"]), PRUNED_MAX_GZIP_BYTES,
-            row["gzip bytes"] < PRUNED_MAX_GZIP_BYTES)
-        add(f"{model} int8: top-1 drop (points)", float(row["drop"]), PRUNED_MAX_DROP,
-            row["drop"] <= PRUNED_MAX_DROP)
-    return pd.DataFrame(rows, columns=["check", "measured", "limit", "met"])
-
-
-def compress_run(run_dir, *, data="tfds", sparsity=0.6, prune_epochs=6, data_dir=None,
-                 limit=None, representative=256, latency_runs=100, verbose=2) -> pd.DataFrame:
-    """The whole small-models study of one run: export, prune, export the pruned model.
-
-    Each step whose output already exists in the run folder is reused, not
-    redone (delete `RUN/litert` or `RUN/pruned<percent>` to redo it).
-    `limit` caps the test images evaluated and the examples per split of the
-    fine-tuning (smoke runs). Returns `size_table(run_dir)`.
-    """
-    from squeeze_keras.prune import prune_run, pruned_dir
-
-    run_dir = pathlib.Path(run_dir)
-    pruned = pruned_dir(run_dir, sparsity)
-    options = dict(data=data, data_dir=data_dir, eval_limit=limit,
-                   representative=representative, latency_runs=latency_runs)
-    if not (run_dir / "litert" / "litert.csv").exists():
-        export_run(run_dir, **options)
-    if not (pruned / "metrics.json").exists():
-        prune_run(run_dir, data=data, sparsity=sparsity, epochs=prune_epochs, out_dir=pruned,
-                  data_dir=data_dir, limit=limit, verbose=verbose)
-    if not (pruned / "litert" / "litert.csv").exists():
-        export_run(pruned, **options)
-    return size_table(run_dir)
+def remove_exports(folder) -> None:
+    """Removes every export folder (`litert`, `litert_limit<N>`) of a run or pruned folder."""
+    for path in pathlib.Path(folder).glob("litert*"):
+        if path.is_dir():
+            shutil.rmtree(path)

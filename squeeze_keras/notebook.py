@@ -1,9 +1,12 @@
-"""What the experiment notebooks share: turning their parameters cell into run settings.
+"""What the notebooks share: their parameters turned into run settings, and the committed runs shown.
 
-Smoke mode (`SMOKE = True`, or the environment variable
-`SQUEEZE_KERAS_SMOKE=1` that the test suite sets) trains one epoch on a few
-batches of synthetic data and writes into a temporary folder, never into the
-results or figures folders.
+With their default parameters the notebooks train nothing: they show the
+committed record of the study from `../results`. `TRAIN = True` trains a run
+of the user's own into `../runs` (never into `results/` unless asked for
+explicitly, as `squeeze_keras.study` does). Smoke mode (`SMOKE = True`, or
+the environment variable `SQUEEZE_KERAS_SMOKE=1` that the test suite sets)
+trains one epoch on a few batches of synthetic data in a temporary folder,
+never in the runs, results or figures folders.
 """
 
 from __future__ import annotations
@@ -13,54 +16,186 @@ import os
 import pathlib
 import tempfile
 
-from squeeze_keras import experiments
-from squeeze_keras.train import hardware, run_experiment, run_name
+import pandas as pd
 
-__all__ = ["Settings", "hardware", "settings"]
+from squeeze_keras import experiments
+from squeeze_keras.devices import hardware
+from squeeze_keras.runs import RunResult, load_run, run_dir_for, run_name
+from squeeze_keras.train import run_experiment
+
+__all__ = [
+    "Settings", "committed_runs", "committed_summary", "hardware", "histories_by_protocol",
+    "not_run_note",
+    "result_line", "runs_table", "settings", "smoke_requested",
+]
 
 SMOKE_ENV = "SQUEEZE_KERAS_SMOKE"
 SMOKE_LIMIT = 64
 
 
+def smoke_requested(smoke: bool = False) -> bool:
+    """True for `SMOKE = True` or when the environment sets `SQUEEZE_KERAS_SMOKE=1`."""
+    return bool(smoke) or os.environ.get(SMOKE_ENV, "") == "1"
+
+
+def scratch_dir() -> pathlib.Path:
+    """A new temporary folder for smoke runs and their figures."""
+    return pathlib.Path(tempfile.mkdtemp(prefix="squeeze_keras_smoke_"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Resolved settings of one notebook run."""
+    """Resolved settings of one experiment notebook run."""
 
     config: experiments.ExperimentConfig
+    train: bool
     epochs: int
     data: str
     seed: int
     smoke: bool
     limit: int | None
-    results_dir: pathlib.Path
-    figures_dir: pathlib.Path
+    runs_dir: pathlib.Path
+    figures_dir: pathlib.Path | None
 
     @property
-    def figure_path(self) -> pathlib.Path:
+    def run_dir(self) -> pathlib.Path:
+        return run_dir_for(self.config, self.runs_dir, self.seed)
+
+    @property
+    def figure_path(self) -> pathlib.Path | None:
+        """Where the trained run's curves are saved (`None`: shown only)."""
+        if self.figures_dir is None:
+            return None
         return self.figures_dir / f"{run_name(self.config, self.seed)}_accuracy.png"
 
-    def run(self, verbose=2):
-        """Trains (or resumes, or reloads a finished run) through `run_experiment`."""
+    def run(self, verbose=2) -> RunResult:
+        """Trains (or resumes, or reloads the same finished run) through `run_experiment`."""
+        if not self.train:
+            raise RuntimeError("TRAIN = False: set TRAIN = True to train a run.")
         return run_experiment(
-            self.config, epochs=self.epochs, data=self.data, out_dir=self.results_dir,
+            self.config, epochs=self.epochs, data=self.data, out_dir=self.runs_dir,
             seed=self.seed, limit=self.limit, verbose=verbose,
         )
 
+    def how_to_train(self) -> str:
+        return (f"TRAIN = False: nothing trained. Set TRAIN = True to train {self.config.name} "
+                f"({self.config.protocol.name} protocol, seed {self.seed}) into "
+                f"{self.run_dir.as_posix()}, or run `python -m squeeze_keras train "
+                f"{self.config.name} --protocol {self.config.protocol.name} --seed {self.seed}`.")
+
     def __str__(self):
-        mode = "SMOKE (synthetic data, 1 epoch, temporary folder)" if self.smoke else "full run"
-        return (f"{self.config.name} ({self.config.protocol.name} protocol), {mode}: "
-                f"{self.epochs} epochs on {self.config.dataset} from "
-                f"{self.data if self.data in ('tfds', 'synthetic') else 'an image folder'}")
+        name = f"{self.config.name} ({self.config.protocol.name} protocol, seed {self.seed})"
+        if self.smoke:
+            return (f"{name}: SMOKE, 1 epoch on {self.limit} synthetic examples in a "
+                    "temporary folder (a check that everything runs, not a result)")
+        if not self.train:
+            return f"{name}: TRAIN = False, showing the committed runs; nothing is trained"
+        source = self.data if self.data in ("tfds", "synthetic") else "an image folder"
+        return (f"{name}: TRAIN = True, {self.epochs} epochs on {self.config.dataset} from "
+                f"{source} into {self.run_dir.as_posix()}")
 
 
-def settings(experiment, *, epochs=20, data="tfds", smoke=False, seed=0, protocol="paper",
-             results_dir="../results", figures_dir="../figures") -> Settings:
-    """Settings for a notebook's parameters; smoke mode also when `SQUEEZE_KERAS_SMOKE=1`."""
+def settings(experiment, *, train=False, epochs=20, data="tfds", smoke=False, seed=0,
+             protocol="paper", runs_dir="../runs", figures_dir=None) -> Settings:
+    """Settings for an experiment notebook's parameters.
+
+    Args:
+        experiment: a registered experiment name.
+        train: train a run (else the notebook only shows committed runs).
+            Defaults to `False`.
+        epochs, data, seed, protocol: of the run to train.
+        smoke: smoke mode (also when `SQUEEZE_KERAS_SMOKE=1`): trains one
+            epoch on synthetic data in a temporary folder. Defaults to `False`.
+        runs_dir: folder of the run folders to train into. Defaults to
+            `"../runs"` (the study passes `"../results"`).
+        figures_dir: folder to save the trained run's curves into; `None`
+            shows them only. Defaults to `None`.
+    """
     config = experiments.get(experiment).with_protocol(protocol)
-    smoke = bool(smoke) or os.environ.get(SMOKE_ENV, "") == "1"
-    if smoke:
-        scratch = pathlib.Path(tempfile.mkdtemp(prefix="squeeze_keras_smoke_"))
-        return Settings(config, 1, "synthetic", seed, True, SMOKE_LIMIT,
-                        scratch / "results", scratch / "figures")
-    return Settings(config, epochs, data, seed, False, None,
-                    pathlib.Path(results_dir), pathlib.Path(figures_dir))
+    if smoke_requested(smoke):
+        scratch = scratch_dir()
+        return Settings(config, True, 1, "synthetic", seed, True, SMOKE_LIMIT,
+                        scratch / "runs", scratch / "figures")
+    return Settings(config, bool(train), epochs, data, seed, False, None,
+                    pathlib.Path(runs_dir),
+                    None if figures_dir is None else pathlib.Path(figures_dir))
+
+
+# ---------------------------------------------------------------- committed runs
+
+
+def _label(metrics: dict) -> str:
+    seed = metrics.get("seed") or 0
+    return metrics["protocol"] + (f" seed {seed}" if seed else "")
+
+
+def committed_runs(experiment: str, results_dir) -> dict[str, RunResult]:
+    """`{label: RunResult}` for every finished run of `experiment` in `results_dir`.
+
+    Every protocol and every seed (`paper`, `tuned2`, `paper seed 1`...), in
+    the order of `experiments.PROTOCOLS`, then seed.
+    """
+    found = []
+    for order, protocol in enumerate(experiments.PROTOCOLS):
+        base = run_name(experiments.get(experiment).with_protocol(protocol))
+        for metrics_file in pathlib.Path(results_dir).glob(f"{base}*/metrics.json"):
+            suffix = metrics_file.parent.name[len(base):]
+            if suffix and not (suffix.startswith("_seed") and suffix[5:].isdigit()):
+                continue  # another protocol or experiment with this prefix
+            run = load_run(metrics_file.parent)
+            found.append((order, run.metrics.get("seed") or 0, run))
+    return {_label(run.metrics): run for _, _, run in sorted(found, key=lambda f: f[:2])}
+
+
+def histories_by_protocol(runs: dict[str, RunResult]) -> dict:
+    """`{protocol: {seed: history}}` of runs, as `plots.plot_validation_curves` takes them."""
+    grouped = {}
+    for run in runs.values():
+        grouped.setdefault(run.metrics["protocol"], {})[run.metrics.get("seed") or 0] = run.history
+    return grouped
+
+
+def runs_table(runs: dict[str, RunResult]) -> pd.DataFrame:
+    """One row per run: top-1, top-5, epochs, seconds per epoch and where it ran."""
+    rows = []
+    for label, run in runs.items():
+        m = run.metrics
+        rows.append({
+            "run": label, "folder": run.run_dir.name, "top-1": m["top1"], "top-5": m["top5"],
+            "best epoch top-1": m.get("best_val_top1"), "report top-1": m.get("report_top1"),
+            "epochs": m["epochs"], "s/epoch": m["seconds_per_epoch"],
+            "precision": m["precision"], "hardware": m["hardware"], "data": m["data_source"],
+        })
+    return pd.DataFrame(rows, columns=["run", "folder", "top-1", "top-5", "best epoch top-1",
+                                       "report top-1", "epochs", "s/epoch", "precision",
+                                       "hardware", "data"])
+
+
+def not_run_note(config: experiments.ExperimentConfig, results_dir="../results") -> str:
+    """Why an experiment has no committed run, and how to make one."""
+    how = (f"To make one: TRAIN = True in this notebook, or `python -m squeeze_keras train "
+           f"{config.name} --data tfds`")
+    if config.dataset == "cifar100":
+        return (f"Not run here: no committed {config.name} run in {results_dir}. CIFAR-100 comes "
+                "only from tfds, which downloads it (internet); the offline machines this study "
+                "ran on have no CIFAR-100 copy. " + how + " where tfds can download (e.g. Colab).")
+    return f"Not run yet: no committed {config.name} run in {results_dir}. " + how + "."
+
+
+def committed_summary(config: experiments.ExperimentConfig, runs: dict[str, RunResult],
+                      results_dir="../results") -> str:
+    """One line: each committed run's top-1 beside the report's, or why there is none."""
+    if not runs:
+        return not_run_note(config, results_dir)
+    each = ", ".join(f"{label} {run.metrics['top1']:.2f} %" for label, run in runs.items())
+    report = f" (report: {config.report_top1:.2f} %)" if config.report_top1 is not None else ""
+    return f"{len(runs)} committed run(s) of {config.name}: {each}{report}"
+
+
+def result_line(metrics: dict) -> str:
+    """A run's result and where it was made, in two lines."""
+    report = metrics.get("report_top1")
+    beside = f" (report: {report:.2f} %)" if report is not None else ""
+    return (f"top-1 {metrics['top1']:.2f} %{beside}, top-5 {metrics['top5']:.2f} %\n"
+            f"{metrics['epochs']} epochs, {metrics['seconds_per_epoch']} s/epoch, "
+            f"{metrics['precision']}, {metrics['hardware']}; data: {metrics['data_source']}")

@@ -8,15 +8,28 @@ small replacement: during fine-tuning, after every training step, each
 Fire-module kernel keeps only its largest-magnitude weights, with the pruned
 fraction rising from 0 to the target along the cubic schedule of Zhu & Gupta
 ("To prune, or not to prune", 2017). Biases are not pruned.
+
+A pruned folder (`RUN/pruned60`) belongs to the model it was pruned from:
+its `source.json` records the SHA-256 of the run's `model.keras`
+(`source_sha256`) and of the pruned `model.keras` it holds (`model_sha256`,
+which stays checkable where that file, not committed, is absent). Pruning
+into a folder again removes its exports, which belonged to the old model.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import pathlib
 
 import keras
 import numpy as np
+
+from squeeze_keras import data as data_lib
+from squeeze_keras import export, fileio, runs
+from squeeze_keras.train import compile_model
+
+SOURCE_FILE = export.SOURCE_FILE
 
 
 def sparsity_at(step: int, target: float, begin: int, end: int) -> float:
@@ -66,47 +79,90 @@ class MagnitudePruning(keras.callbacks.Callback):
         apply_magnitude_masks(self.model, sparsity_at(self.step, self.target, self.begin, self.end))
 
 
-def pruned_dir(run_dir, sparsity: float) -> pathlib.Path:
-    """Where `prune_run` writes by default: `RUN/pruned60` for 60 % sparsity."""
-    return pathlib.Path(run_dir) / f"pruned{round(100 * sparsity)}"
+def _check_sparsity(sparsity):
+    if (isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real)
+            or not 0 < sparsity < 1):
+        raise ValueError("`sparsity` must be a fraction in (0, 1), e.g. 0.6 for 60 %. "
+                         f"Received: sparsity={sparsity!r}")
+
+
+def pruned_dir(run_dir, sparsity: float, limit=None) -> pathlib.Path:
+    """Where `prune_run` writes by default: `RUN/pruned60` for 60 % sparsity.
+
+    With a `limit` (smoke runs), `RUN/pruned60_limit<N>`, so that a smoke
+    model never replaces the full one.
+    """
+    _check_sparsity(sparsity)
+    suffix = "" if limit is None else f"_limit{limit}"
+    return pathlib.Path(run_dir) / f"pruned{round(100 * sparsity)}{suffix}"
 
 
 def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=6, out_dir=None, data_dir=None,
-              limit=None, verbose=2):
+              limit=None, verbose=2) -> dict:
     """Fine-tunes a run's model with magnitude pruning to `sparsity`; saves it beside the run.
 
     The schedule reaches the target after 2/3 of the fine-tuning steps; the
-    rest recovers accuracy at full sparsity. The defaults come from the
-    trained baseline: 60 % is what it takes for the full-integer model to gzip
-    under 0.5 MB (int8 + gzip: 763 KB dense, 530 KB at 50 %, 457 KB at 60 %,
-    377 KB at 70 % sparsity), and 6 epochs what it takes to keep its accuracy
-    (top-1 54.59 % after 3 epochs, 58.09 % after 6, unpruned 57.94 %; one-shot
-    pruning to 50 % without fine-tuning leaves 13.7 %). Writes
-    `model.keras`, `config.json` and `metrics.json` into `out_dir` (default
-    `pruned_dir(run_dir, sparsity)`) and returns the metrics.
-    """
-    from squeeze_keras import data as data_lib
-    from squeeze_keras.train import compile_model, load_trained_model
+    rest recovers accuracy at full sparsity (pruning in one shot, without
+    fine-tuning, loses most of it). Fine-tuning runs in float32, whatever
+    policy the run trained under. Writes `model.keras`, `config.json` (the
+    run's), `metrics.json` and `source.json` into `out_dir`, each atomically,
+    after removing the folder's exports (`litert*/`) made from an older model.
 
+    Args:
+        run_dir: a finished run folder.
+        data: the training data source (as `run_experiment`). Defaults to `"tfds"`.
+        sparsity: fraction of zeros of the Fire modules' kernels, in (0, 1).
+            Defaults to `0.6`.
+        epochs: fine-tuning epochs. Defaults to `6`.
+        out_dir: where to write. Defaults to `pruned_dir(run_dir, sparsity, limit)`.
+        data_dir: tfds data folder. Defaults to tfds' own.
+        limit: a seeded random subset of this many examples per split (smoke
+            runs), or `None` for all. Defaults to `None`.
+        verbose: Keras `fit` verbosity. Defaults to `2`.
+
+    Returns:
+        The metrics written to `metrics.json` (sparsity reached, top-1 on the
+        test split, the unpruned model's top-1, ...).
+    """
+    _check_sparsity(sparsity)
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                              or limit < 1):
+        raise ValueError(f"`limit` must be a positive integer or None. Received: limit={limit!r}")
     run_dir = pathlib.Path(run_dir)
-    config, preprocessing, model = load_trained_model(run_dir, "pruning")
-    splits = data_lib.load(config.dataset, data, preprocessing=preprocessing,
-                           batch_size=config.protocol.batch_size, data_dir=data_dir, limit=limit)
-    steps = -(-splits.train_size // config.protocol.batch_size)
-    compile_model(model, config, steps, epochs, steps_per_execution=1)  # masks after every step
-    model.fit(splits.train, epochs=epochs, shuffle=False, verbose=verbose,
-              callbacks=[MagnitudePruning(sparsity, 0, int(2 / 3 * steps * epochs))])
-    apply_magnitude_masks(model, sparsity)  # exactly the target at the end
-    result = model.evaluate(splits.test, return_dict=True, verbose=0)
-    out_dir = pathlib.Path(out_dir) if out_dir else pruned_dir(run_dir, sparsity)
+    out_dir = pruned_dir(run_dir, sparsity, limit) if out_dir is None else pathlib.Path(out_dir)
+    with runs.dtype_policy("float32"):
+        config, model = runs.load_trained_model(run_dir)
+        source_sha256 = runs.model_fingerprint(run_dir / "model.keras")
+        splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
+                               batch_size=config.protocol.batch_size, data_dir=data_dir,
+                               limit=limit)
+        steps = -(-splits.train_size // config.protocol.batch_size)
+        compile_model(model, config, steps, epochs, steps_per_execution=1)  # masks every step
+        # Batches are (images, labels, weights): padding rows weigh 0 in the loss.
+        model.fit(splits.train, epochs=epochs, shuffle=False, verbose=verbose,
+                  callbacks=[MagnitudePruning(sparsity, 0, int(2 / 3 * steps * epochs))])
+        apply_magnitude_masks(model, sparsity)  # exactly the target at the end
+        # Top-1 of every test image, from the raw arrays: no padding rows to weigh out.
+        scores = model.predict(data_lib.normalize(splits.x_test, config.preprocessing),
+                               batch_size=config.protocol.batch_size, verbose=0)
+        top1 = float((scores.argmax(1) == splits.y_test).mean())
+
+    # What described the folder's previous model goes before the new model is written.
+    for name in (SOURCE_FILE, "metrics.json"):
+        (out_dir / name).unlink(missing_ok=True)
+    export.remove_exports(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = config.build_model()
-    final.set_weights(model.get_weights())
-    final.save(out_dir / "model.keras")
-    (out_dir / "config.json").write_text((run_dir / "config.json").read_text())
-    metrics = {"sparsity": round(sparsity_of(final), 4), "target_sparsity": sparsity,
-               "fine_tune_epochs": epochs, "top1": round(100 * float(result["accuracy"]), 2),
+    runs.save_model(model, config, out_dir / "model.keras")
+    fileio.write_text(out_dir / "config.json", (run_dir / "config.json").read_text())
+    metrics = {"sparsity": round(sparsity_of(model), 4), "target_sparsity": sparsity,
+               "fine_tune_epochs": epochs, "top1": round(100 * top1, 2),
                "unpruned_top1": json.loads((run_dir / "metrics.json").read_text())["top1"],
                "test_size": splits.test_size}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    fileio.write_json(out_dir / "metrics.json", metrics)
+    fileio.write_json(out_dir / SOURCE_FILE, {
+        "source": "../model.keras", "source_sha256": source_sha256,
+        "model_sha256": runs.model_fingerprint(out_dir / "model.keras"),
+    })
     return metrics

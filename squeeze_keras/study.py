@@ -1,8 +1,13 @@
-"""Runs the whole study headless: every experiment notebook in order, then the results.
+"""Runs the whole study headless: every notebook in order, executed in place as the record.
 
-Each notebook is executed with papermill, in place (its outputs become the
-record of the run), with the parameters given here. `smoke=True` executes
-copies in a temporary folder instead, leaving the committed notebooks alone.
+`NOTEBOOKS` is the one list of the notebooks (`tools/make_notebooks.py` reads
+it too). Each is executed with papermill with `TRAIN = True` and the
+committed folders (`RUNS_DIR = "../results"`, `FIGURES_DIR = "../figures"`),
+so its outputs become the record of the run. The executed copy replaces the
+notebook atomically, without papermill's `injected-parameters` cell (the
+notebook prints the settings it ran with instead) and without absolute paths
+in its metadata. `smoke=True` executes copies in a temporary folder in smoke
+mode instead, leaving the committed notebooks alone.
 """
 
 from __future__ import annotations
@@ -12,25 +17,82 @@ import pathlib
 import tempfile
 import time
 
-EXPERIMENT_NOTEBOOKS = (
-    "00_baseline", "01_e1_preprocessing_maxpool", "02_e2_conv_kernel",
-    "03_e3_fire3_dropout", "04_e4_delayed_downsampling", "05_e5_cifar100",
-)
+# {notebook stem: the experiment it trains, or None for the notebooks that read runs}.
+NOTEBOOKS = {
+    "00_baseline": "baseline",
+    "01_e1_preprocessing_maxpool": "e1",
+    "02_e2_conv_kernel": "e2",
+    "03_e3_fire3_dropout": "e3",
+    "04_e4_delayed_downsampling": "e4",
+    "05_e5_cifar100": "e5",
+    "06_results": None,
+    "07_small_models": None,
+    "08_design_space": None,
+}
+EXPERIMENT_NOTEBOOKS = tuple(stem for stem, name in NOTEBOOKS.items() if name is not None)
 RESULTS_NOTEBOOK = "06_results"
 SMALL_MODELS_NOTEBOOK = "07_small_models"
+DESIGN_SPACE_NOTEBOOK = "08_design_space"
+# Where the study keeps its record, relative to the notebooks folder.
+RESULTS_DIR = "../results"
+FIGURES_DIR = "../figures"
 
 
-def scrub_paths(notebook_path):
+def scrub_paths(nb, name: str):
     """Replaces the absolute paths papermill records in a notebook's metadata by its name."""
-    import nbformat
-
-    notebook_path = pathlib.Path(notebook_path)
-    nb = nbformat.read(notebook_path, as_version=4)
     meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if key in meta:
-            meta[key] = notebook_path.name
-    nbformat.write(nb, notebook_path)
+            meta[key] = name
+    return nb
+
+
+def strip_injected_parameters(nb):
+    """Removes papermill's `injected-parameters` cells (the notebook prints its settings)."""
+    nb.cells = [c for c in nb.cells
+                if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return nb
+
+
+def finish_notebook(path, name: str | None = None) -> None:
+    """Strips injected parameters and scrubs paths of an executed notebook, in place, atomically."""
+    import nbformat
+
+    path = pathlib.Path(path)
+    nb = nbformat.read(path, as_version=4)
+    scrub_paths(strip_injected_parameters(nb), name or path.name)
+    write_atomically(nb, path)
+
+
+def write_atomically(nb, path) -> None:
+    """Writes a notebook next to `path`, then renames it over `path`."""
+    import nbformat
+
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.stem}.partial.ipynb")
+    try:
+        nbformat.write(nb, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool) -> dict:
+    """The papermill parameters the study runs a notebook with."""
+    params = {"SMOKE": smoke}
+    if smoke:
+        return params
+    if stem in EXPERIMENT_NOTEBOOKS:
+        params.update(TRAIN=True, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
+                      FIGURES_DIR=FIGURES_DIR)
+    elif stem == SMALL_MODELS_NOTEBOOK:
+        params.update(TRAIN=True, DATA=data, RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
+    elif stem == DESIGN_SPACE_NOTEBOOK:
+        params.update(TRAIN=True, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
+                      FIGURES_DIR=FIGURES_DIR)
+    else:
+        params.update(RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
+    return params
 
 
 def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
@@ -44,14 +106,27 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
             absolute path of this machine lands in the notebooks.
         epochs: `EPOCHS` parameter. Defaults to `20`.
         smoke: run copies in smoke mode in a temporary folder. Defaults to `False`.
-        only: stems of the notebooks to run (default: all, in order).
+        only: stems of the notebooks to run (default `None`: all, in order).
         log: where progress lines go.
 
     Returns:
         The paths of the executed notebooks.
+
+    Raises:
+        ValueError: `only` is empty or names an unknown notebook.
     """
     import papermill
 
+    stems = list(NOTEBOOKS)
+    if only is not None:
+        only = list(only)
+        if not only:
+            raise ValueError(f"`only` must name at least one notebook. Received: only=[]. "
+                             f"Known: {stems}")
+        unknown = sorted(set(only) - set(stems))
+        if unknown:
+            raise ValueError(f"Unknown notebooks {unknown}. Known: {stems}")
+        stems = [s for s in stems if s in only]
     notebooks_dir = pathlib.Path(notebooks_dir).resolve()
     if not notebooks_dir.is_dir():
         raise FileNotFoundError(f"No notebooks folder at {notebooks_dir}.")
@@ -60,35 +135,27 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
         if not path.exists():
             raise FileNotFoundError(f"Data path {data} does not exist.")
         data = os.path.relpath(path, notebooks_dir)
-    stems = [*EXPERIMENT_NOTEBOOKS, RESULTS_NOTEBOOK, SMALL_MODELS_NOTEBOOK]
-    if only:
-        unknown = sorted(set(only) - set(stems))
-        if unknown:
-            raise ValueError(f"Unknown notebooks {unknown}. Known: {stems}")
-        stems = [s for s in stems if s in only]
     out_dir = pathlib.Path(tempfile.mkdtemp(prefix="squeeze_keras_study_")) if smoke else notebooks_dir
     done = []
     for i, stem in enumerate(stems, 1):
         source = notebooks_dir / f"{stem}.ipynb"
         target = out_dir / f"{stem}.ipynb"
-        params = {"SMOKE": smoke}
-        if stem in EXPERIMENT_NOTEBOOKS:
-            params.update(EPOCHS=epochs, DATA=data)
-        elif stem == SMALL_MODELS_NOTEBOOK:
-            params.update(DATA=data)
+        partial = out_dir / f".{stem}.running.ipynb"
+        params = parameters_for(stem, data=data, epochs=epochs, smoke=smoke)
         mode = "smoke" if smoke else f"{epochs} epochs" if stem in EXPERIMENT_NOTEBOOKS else "full"
         log(f"[{i}/{len(stems)}] {stem}: running ({mode})")
         start = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(source), str(target), parameters=params, cwd=str(notebooks_dir),
+                str(source), str(partial), parameters=params, cwd=str(notebooks_dir),
                 progress_bar=False, kernel_name="python3",
             )
         except papermill.PapermillExecutionError as err:
             log(f"[{i}/{len(stems)}] {stem}: FAILED in cell {err.exec_count}: "
-                f"{err.ename}: {err.evalue}\nSee {target}. Stopping here.")
+                f"{err.ename}: {err.evalue}\nSee {partial}; {source} is unchanged. Stopping here.")
             raise
-        scrub_paths(target)
+        finish_notebook(partial, target.name)
+        os.replace(partial, target)
         log(f"[{i}/{len(stems)}] {stem}: done in {time.perf_counter() - start:.0f} s -> {target}")
         done.append(target)
     return done

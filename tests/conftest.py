@@ -12,5 +12,6 @@ def learned(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     splits = data.load("cifar10", "synthetic", preprocessing="cifar", synthetic_sizes=(4000, 1000),
                        batch_size=64)
-    result = run_experiment("e1", epochs=4, data=splits, out_dir=out, verbose=0)
+    result = run_experiment("e1", epochs=4, data=splits, out_dir=out, precision="float32",
+                            verbose=0)
     return result

@@ -4,6 +4,11 @@ The pipeline tests run on both implementations: tf.data (TensorFlow backend)
 and `ArrayBatches` (NumPy, used under the JAX and PyTorch backends).
 """
 
+import re
+import shutil
+import sys
+import types
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,10 +17,18 @@ from squeeze_keras import data
 
 
 def first_batch(ds):
+    """Images and labels of the first batch (weights checked in the padding tests)."""
     if isinstance(ds, data.ArrayBatches):
-        return ds[0]
-    x, y = next(iter(ds))
+        return ds[0][:2]
+    x, y, _ = next(iter(ds))
     return x.numpy(), y.numpy()
+
+
+def all_batches(ds):
+    """Every batch of one pass, as NumPy `(images, labels, weights)` triples."""
+    if isinstance(ds, data.ArrayBatches):
+        return [ds[i] for i in range(len(ds))]
+    return [tuple(t.numpy() for t in batch) for batch in ds]
 
 
 def next_epoch(ds):
@@ -130,8 +143,9 @@ def test_numpy_pipeline_shows_every_example_once_per_epoch(arrays):
 
     def epoch_labels():
         batches = [ds[i] for i in range(len(ds))]
-        assert [len(b[1]) for b in batches] == [32, 32, 32, 4]
-        return np.concatenate([b[1] for b in batches])
+        assert [len(b[1]) for b in batches] == [32, 32, 32, 32]
+        assert [b[2].sum() for b in batches] == [32, 32, 32, 4]
+        return np.concatenate([b[1][b[2] > 0] for b in batches])
 
     first = epoch_labels()
     np.testing.assert_array_equal(np.sort(first), np.sort(y[:100]))
@@ -188,7 +202,7 @@ def test_image_folder_source(tmp_path):
     assert splits.source == "folder" and splits.train_size == 30
 
 
-def test_image_folder_archive(tmp_path):
+def test_image_folder_archive(tmp_path, temp_dir):
     import tarfile
 
     root = write_folder(tmp_path / "src", 10, per_class=1, suffix=".jpg")
@@ -233,3 +247,324 @@ def test_unreadable_and_wrong_size_images_are_named(tmp_path):
 def test_tfds_without_download_says_how_to_use_a_local_copy(tmp_path):
     with pytest.raises(data.DataError, match="image folder"):
         data.load("cifar10", "tfds", data_dir=str(tmp_path), download=False)
+
+
+# ---------------------------------------------------------------- padded, weighted batches
+
+
+@pytest.mark.parametrize("training,mode", [(False, "imagenet"), (True, "imagenet"), (True, "cifar")])
+@pytest.mark.parametrize("size,batch", [(100, 32), (64, 32), (5, 32)])
+def test_every_batch_is_full_and_the_padding_is_masked(make, arrays, training, mode, size, batch):
+    (x, y), _ = arrays
+    x, y = x[:size], y[:size]
+    batches = all_batches(make(x, y, preprocessing=mode, training=training, batch_size=batch,
+                               seed=2))
+    assert len(batches) == -(-size // batch)
+    for images, labels, weights in batches:
+        assert images.shape == (batch, 32, 32, 3) and images.dtype == np.float32
+        assert labels.shape == (batch,) and weights.shape == (batch,)
+        assert weights.dtype == np.float32 and set(np.unique(weights)) <= {0.0, 1.0}
+    images, labels, weights = (np.concatenate(parts) for parts in zip(*batches))
+    assert weights.sum() == size  # every example once per pass
+    real = weights == 1
+    # Padding is only at the end of the last batch: zero images, label 0, weight 0.
+    np.testing.assert_array_equal(weights, np.arange(len(weights)) < size)
+    np.testing.assert_allclose(images[~real], data.normalize(np.zeros_like(x[:1]), mode)
+                               .repeat((~real).sum(), 0), atol=1e-5)
+    assert (labels[~real] == 0).all()
+    # Real rows: image and label still belong together.
+    np.testing.assert_array_equal(np.sort(labels[real]), np.sort(y))
+    if mode == "imagenet":  # not augmented: invert the normalisation to find the source image
+        scale, shift = data._scale_shift(mode)
+        raw = np.rint((images[real] - shift) / scale).astype(np.uint8)
+        source = {xi.tobytes(): yi for xi, yi in zip(x, y)}
+        assert sorted(source) == sorted(r.tobytes() for r in raw)
+        assert all(source[r.tobytes()] == label for r, label in zip(raw, labels[real]))
+        if not training:
+            np.testing.assert_array_equal(raw, x)
+            np.testing.assert_array_equal(labels[real], y)
+
+
+@pytest.mark.parametrize("mode", ["imagenet", "cifar"])
+def test_normalize_is_the_pipelines_normalisation(make, arrays, mode):
+    _, (xt, yt) = arrays
+    x, _ = first_batch(make(xt, yt, preprocessing=mode, batch_size=32))
+    out = data.normalize(xt[:32], mode)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, x, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="preprocessing='none'"):
+        data.normalize(xt, "none")
+
+
+def test_splits_keep_the_raw_arrays_and_the_real_sizes():
+    splits = data.load("cifar10", "synthetic", batch_size=16, limit=40, pipeline="numpy",
+                       synthetic_sizes=(200, 100), seed=5)
+    assert (splits.train_size, splits.test_size) == (40, 40)
+    assert splits.x_train.shape == (40, 32, 32, 3) and splits.x_train.dtype == np.uint8
+    (x, y), (xt, yt) = data.synthetic_arrays(10, 200, 100, seed=5)
+    rng = np.random.default_rng(5)  # the seeded subset, in original order
+    train_idx = np.sort(rng.permutation(200)[:40])
+    test_idx = np.sort(rng.permutation(100)[:40])
+    np.testing.assert_array_equal(splits.x_train, x[train_idx])
+    np.testing.assert_array_equal(splits.y_test, yt[test_idx])
+    images, labels, weights = (np.concatenate(p) for p in zip(*all_batches(splits.test)))
+    np.testing.assert_array_equal(images[weights == 1],
+                                  data.normalize(splits.x_test, "imagenet"))
+    np.testing.assert_array_equal(labels[weights == 1], splits.y_test)
+
+
+def _tiny_model():
+    import keras
+
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.AveragePooling2D(4),
+                              keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    model.build((None, 32, 32, 3))
+    model.set_weights([np.random.default_rng(0).normal(0, 0.5, w.shape) for w in model.get_weights()])
+    return model
+
+
+def _compile(model, reduction="sum_over_batch_size", weighted=True):
+    import keras
+
+    metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+               keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+               keras.metrics.MeanMetricWrapper(keras.losses.sparse_categorical_crossentropy,
+                                               name="xent")]
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(reduction=reduction),
+                  **{"weighted_metrics" if weighted else "metrics": metrics})
+    return model
+
+
+def test_evaluate_on_padded_batches_is_exact_with_weighted_metrics(make, arrays):
+    """What Keras 3 makes of the padding (the findings the training code relies on)."""
+    # 100 test images in batches of 32: the last batch holds 4 real rows and 28 of padding.
+    _, (xt, yt) = arrays
+    xt, yt, size, batch = xt[:100], yt[:100], 100, 32
+    want = _compile(_tiny_model()).evaluate(data.normalize(xt, "imagenet"), yt,
+                                            batch_size=batch, return_dict=True, verbose=0)
+    assert 0.05 < want["accuracy"] < want["top5"] < 1  # a model neither right nor wrong
+    padded = make(xt, yt, preprocessing="imagenet", batch_size=batch)
+    got = _compile(_tiny_model()).evaluate(padded, return_dict=True, verbose=0)
+    # Metrics given as `weighted_metrics` weigh the padding out: exact.
+    assert (got["accuracy"], got["top5"]) == (want["accuracy"], want["top5"])
+    np.testing.assert_allclose(got["xent"], want["xent"], rtol=1e-6)
+    # Metrics given as `metrics` ignore sample weights: padding counts as wrong answers.
+    unweighted = _compile(_tiny_model(), weighted=False).evaluate(padded, return_dict=True,
+                                                                  verbose=0)
+    np.testing.assert_allclose(unweighted["accuracy"], want["accuracy"] * size / 128, rtol=1e-6)
+    # The default "sum_over_batch_size" loss divides each batch's weighted sum by all its
+    # rows, padding included, and Keras averages batches by rows: diluted by size / padded size.
+    padded_size = -(-size // batch) * batch
+    np.testing.assert_allclose(got["loss"], want["loss"] * size / padded_size, rtol=1e-5)
+    # "mean_with_sample_weight" is exact within a batch, but batches are still averaged by
+    # rows, so the 4-row batch counts as much as a 32-row one: not exact either.
+    model = _compile(_tiny_model(), "mean_with_sample_weight")
+    other = model.evaluate(padded, return_dict=True, verbose=0)
+    batch_means = [model.evaluate(data.normalize(xt[i:i + batch], "imagenet"), yt[i:i + batch],
+                                  batch_size=batch, verbose=0)[0] for i in range(0, size, batch)]
+    np.testing.assert_allclose(other["loss"], np.mean(batch_means), rtol=1e-5)
+    assert abs(other["loss"] - want["loss"]) > 1e-3
+
+
+# ---------------------------------------------------------------- archives and their caches
+
+
+@pytest.fixture
+def temp_dir(tmp_path, monkeypatch):
+    """Where archives are unpacked (instead of the shared /tmp)."""
+    import tempfile
+
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def write_archive(tmp_path, name="mini.tar.gz", splits=("train", "test")):
+    import tarfile
+
+    root = write_folder(tmp_path / f"src_{name}", 10, per_class=1, suffix=".jpg")
+    archive = tmp_path / name
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in splits:
+            tar.add(root / split, arcname=f"mini/{split}")
+    return archive
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_corrupt_archive_is_named_and_leaves_nothing_behind(tmp_path, temp_dir, damage):
+    good = write_archive(tmp_path).read_bytes()
+    archive = tmp_path / "cifar10.tar.gz"
+    archive.write_bytes(good[:len(good) // 2] if damage == "truncated" else b"\x1f\x8b" + bytes(500))
+    with pytest.raises(data.DataError, match=rf"Cannot unpack {re.escape(str(archive))}: "
+                                             "the archive is truncated or corrupt"):
+        data.load("cifar10", str(archive))
+    assert list(temp_dir.iterdir()) == []  # no partial extraction
+
+
+def test_an_interrupted_extraction_leaves_nothing_behind(tmp_path, temp_dir, monkeypatch):
+    import errno
+    import tarfile
+
+    archive = write_archive(tmp_path)
+    real_extractall = tarfile.TarFile.extractall
+
+    def fail(error):
+        def extractall(self, path, **kwargs):
+            real_extractall(self, path, **kwargs)
+            raise error
+        return extractall
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", fail(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        data.folder_arrays(archive, 10)
+    assert list(temp_dir.iterdir()) == []
+    monkeypatch.setattr(tarfile.TarFile, "extractall",
+                        fail(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(data.DataError, match="Cannot unpack .*mini.tar.gz into .*No space left"):
+        data.folder_arrays(archive, 10)
+    assert list(temp_dir.iterdir()) == []
+    monkeypatch.setattr(tarfile.TarFile, "extractall", real_extractall)
+    (x, _), _, _ = data.folder_arrays(archive, 10)
+    assert x.shape == (10, 32, 32, 3)
+
+
+def test_an_unfinished_extraction_of_an_older_version_is_redone(tmp_path, temp_dir):
+    archive = write_archive(tmp_path)
+    data.folder_arrays(archive, 10)
+    (target,) = temp_dir.iterdir()
+    (target / ".complete").unlink()
+    shutil.rmtree(target / "mini" / "test")  # as an interrupted old-style extraction left it
+    (_, _), (xt, _), _ = data.folder_arrays(archive, 10)
+    assert xt.shape == (10, 32, 32, 3)
+
+
+def test_an_archive_without_train_is_named_not_its_temp_folder(tmp_path, temp_dir):
+    archive = write_archive(tmp_path, "testonly.tar.gz", splits=("test",))
+    with pytest.raises(data.DataError, match=rf"Archive {re.escape(str(archive))} has no "
+                                             r"'train/' folder") as err:
+        data.load("cifar10", str(archive))
+    assert str(temp_dir) not in str(err.value)
+
+
+def cache_of(temp_dir):
+    (cache,) = temp_dir.glob("*/*/.arrays_10.npz")
+    return cache
+
+
+def test_the_array_cache_is_written_atomically(tmp_path, temp_dir, monkeypatch):
+    archive = write_archive(tmp_path)
+    real_savez = np.savez
+
+    def savez_then_crash(file, **arrays):
+        real_savez(file, **arrays)
+        file.truncate(100)
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(np, "savez", savez_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        data.folder_arrays(archive, 10)
+    (unpacked,) = temp_dir.glob("*/mini")
+    assert [p.name for p in unpacked.iterdir() if p.is_file()] == []  # no cache, no temp file
+    monkeypatch.setattr(np, "savez", real_savez)
+    first = data.folder_arrays(archive, 10)
+    assert sorted(p.name for p in unpacked.iterdir() if p.is_file()) == [".arrays_10.npz"]
+    np.testing.assert_array_equal(data.folder_arrays(archive, 10)[0][0], first[0][0])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "missing key", "wrong shape",
+                                    "wrong classes"])
+def test_a_corrupt_array_cache_is_reported_deleted_and_rebuilt(tmp_path, temp_dir, damage):
+    archive = write_archive(tmp_path)
+    (x, y), (xt, yt), names = data.folder_arrays(archive, 10)
+    cache = cache_of(temp_dir)
+    good = dict(x_train=x, y_train=y, x_test=xt, y_test=yt, class_names=np.array(names))
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:5000])
+    elif damage == "garbage":
+        cache.write_bytes(b"\x00" * 100)
+    else:
+        bad = dict(good)
+        if damage == "missing key":
+            del bad["y_test"]
+        elif damage == "wrong shape":
+            bad["x_train"] = x[:, :16]
+        else:
+            bad["class_names"] = np.array(names[:3])
+        with open(cache, "wb") as f:
+            np.savez(f, **bad)
+    with pytest.warns(UserWarning, match=rf"cache {re.escape(str(cache))} is unreadable"):
+        (x2, y2), (xt2, _), names2 = data.folder_arrays(archive, 10)
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(xt2, xt)
+    assert names2 == names
+    with np.load(cache) as f:  # rebuilt
+        np.testing.assert_array_equal(f["y_train"], y)
+
+
+# ---------------------------------------------------------------- source names
+
+
+def test_source_identity_and_label_of_named_sources(tmp_path):
+    assert data.NAMED_SOURCES == ("tfds", "synthetic")
+    assert data.source_identity("synthetic") == {"source": "synthetic"}
+    assert data.source_identity("tfds") == {"source": "tfds"}
+    assert data.source_identity("tfds", data_dir=tmp_path) == {
+        "source": "tfds", "data_dir": str(tmp_path.resolve())}
+    assert (data.source_label("tfds"), data.source_label("synthetic")) == ("tfds", "synthetic")
+    with pytest.raises(data.DataError, match="Unknown data source 'kaggle'"):
+        data.source_identity("kaggle")
+    with pytest.raises(data.DataError, match="Unknown data source 'kaggle'"):
+        data.source_label("kaggle")
+    with pytest.raises(data.DataError, match="nowhere does not exist"):
+        data.source_identity(tmp_path / "nowhere")
+
+
+def test_source_identity_tells_folders_apart(tmp_path):
+    one = write_folder(tmp_path / "a" / "cifar", 2, per_class=2)
+    two = write_folder(tmp_path / "b" / "cifar", 2, per_class=3)
+    ids = data.source_identity(one), data.source_identity(str(two))
+    assert data.source_label(one) == data.source_label(str(two)) == "folder:cifar"
+    assert ids[0] != ids[1]
+    assert ids[0]["source"] == "folder" and ids[0]["name"] == "cifar"
+    assert ids[0]["path"] == str(one.resolve()) and ids[0]["files"] == 8
+    assert ids[0]["bytes"] == sum(p.stat().st_size for p in one.rglob("*.png"))
+    assert data.source_identity(one) == ids[0]  # stable
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(one / "train" / "class_00" / "9.png")
+    changed = data.source_identity(one)
+    assert changed["files"] == 9 and changed["digest"] != ids[0]["digest"]
+    # Same content elsewhere: same fingerprint, other path.
+    shutil.copytree(one, tmp_path / "c" / "cifar")
+    copy = data.source_identity(tmp_path / "c" / "cifar")
+    assert copy["digest"] == changed["digest"] and copy["path"] != changed["path"]
+
+
+def test_source_identity_of_an_archive(tmp_path):
+    archive = write_archive(tmp_path, "cifar10.tar.gz")
+    ident = data.source_identity(archive)
+    stat = archive.stat()
+    assert ident == {"source": "folder", "name": "cifar10.tar.gz", "path": str(archive.resolve()),
+                     "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
+    assert data.source_label(str(archive)) == "folder:cifar10.tar.gz"
+
+
+# ---------------------------------------------------------------- tfds without its modules
+
+
+def test_tfds_not_installed_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    with pytest.raises(data.DataError, match="needs tensorflow-datasets.*'tensorflow_datasets'"):
+        data.load("cifar10", "tfds")
+
+
+def test_a_module_missing_inside_tfds_is_not_called_a_network_problem(monkeypatch):
+    def load(*args, **kwargs):
+        try:
+            raise ModuleNotFoundError("No module named 'apache_beam'", name="apache_beam")
+        except ImportError as err:
+            raise RuntimeError("Failed to construct dataset cifar10") from err
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace(load=load))
+    with pytest.raises(data.DataError, match="needs module 'apache_beam'") as err:
+        data.load("cifar10", "tfds")
+    assert "internet" not in str(err.value)

@@ -1,13 +1,14 @@
-"""LiteRT export: every form round-trips and the interpreter agrees with Keras."""
+"""LiteRT export: every form round-trips, the interpreter agrees with Keras, results are kept apart."""
 
+import json
+import pathlib
 import shutil
 
+import keras
 import numpy as np
-import pandas as pd
 import pytest
 
-from squeeze_keras import export
-from squeeze_keras.plots import plot_size_vs_accuracy
+from squeeze_keras import data, export, runs
 from squeeze_keras.__main__ import main
 
 
@@ -18,10 +19,19 @@ def table(learned, tmp_path_factory):
                              representative=64, latency_runs=10), out
 
 
-def test_every_form_is_written_and_smaller_where_it_should_be(table):
+def copy_run(run_dir, dest) -> pathlib.Path:
+    """A run folder's finished state (no resume state), copied to `dest`."""
+    dest.mkdir(parents=True)
+    for name in ("config.json", "metrics.json", "model.keras"):
+        shutil.copy(pathlib.Path(run_dir) / name, dest / name)
+    return dest
+
+
+def test_every_form_is_written_and_smaller_where_it_should_be(table, learned):
     df, out = table
     assert list(df["form"]) == ["keras (reference)", *export.FORMS]
-    assert {p.name for p in out.iterdir()} == {f"{f}.tflite" for f in export.FORMS} | {"litert.csv"}
+    assert {p.name for p in out.iterdir()} == (
+        {f"{f}.tflite" for f in export.FORMS} | {"litert.csv", "source.json"})
     size = dict(zip(df["form"], df["bytes"]))
     params = 740_554
     assert 4 * params < size["float32"] < 4.2 * params
@@ -29,6 +39,9 @@ def test_every_form_is_written_and_smaller_where_it_should_be(table):
     assert params < size["dynamic_int8"] < 1.2 * params and params < size["int8"] < 1.25 * params
     assert (df["gzip bytes"] < df["bytes"]).all()
     assert (df["latency ms"].dropna() > 0).all()
+    source = json.loads((out / "source.json").read_text())
+    assert source["source_sha256"] == runs.model_fingerprint(learned.run_dir / "model.keras")
+    assert source["eval_limit"] == 300 and source["test_images"] == 300 == df.attrs["test_images"]
 
 
 def test_interpreter_agrees_with_keras(table):
@@ -50,72 +63,90 @@ def test_int8_model_takes_and_gives_uint8(table):
     assert interpreter.get_output_details()[0]["dtype"] == np.uint8
 
 
+def test_limit_is_the_seeded_random_subset_of_train_limit(table, learned):
+    df, _ = table
+    full = data.load("cifar10", "synthetic")
+    rng = np.random.default_rng(0)
+    rng.permutation(full.train_size)  # `train --limit` draws the train subset first
+    index = np.sort(rng.permutation(full.test_size)[:300])
+    assert not np.array_equal(index, np.arange(300))  # random, not the first 300
+    limited = data.load("cifar10", "synthetic", limit=300)
+    np.testing.assert_array_equal(limited.x_test, full.x_test[index])
+    _, model = runs.load_trained_model(learned.run_dir)
+    pred = model.predict(data.normalize(limited.x_test, "cifar"), verbose=0).argmax(1)
+    reference = df.loc[df["form"] == "keras (reference)", "top-1"].item()
+    assert reference == round(100 * float((pred == limited.y_test).mean()), 2)
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, True, "300"])
+def test_limit_must_be_a_positive_integer(learned, limit):
+    with pytest.raises(ValueError, match=rf"eval_limit={limit!r}"):
+        export.export_run(learned.run_dir, data="synthetic", eval_limit=limit)
+
+
+def test_limited_export_never_replaces_the_full_table(learned, tmp_path):
+    run_dir = copy_run(learned.run_dir, tmp_path / "e1")
+    full = run_dir / "litert" / "litert.csv"
+    full.parent.mkdir()
+    full.write_text("form,bytes\nint8,1\n")  # a full-test-set table (legacy: no source.json)
+    df = export.export_run(run_dir, data="synthetic", forms=("float32",), eval_limit=50,
+                           latency_runs=2)
+    assert full.read_text() == "form,bytes\nint8,1\n"
+    assert (run_dir / "litert_limit50" / "litert.csv").exists() and df.attrs["test_images"] == 50
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.export_run(run_dir, data="synthetic", out_dir=run_dir / "litert", eval_limit=50)
+    assert full.read_text() == "form,bytes\nint8,1\n"
+
+
+def test_mixed_precision_model_is_converted_in_float32():
+    with runs.dtype_policy("mixed_bfloat16"):
+        model = keras.Sequential([
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, name="logits"),
+            keras.layers.Activation("softmax", dtype="float32"),
+        ])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        x = np.random.default_rng(0).normal(size=(32, 8, 8, 3)).astype(np.float32)
+        model.fit(x, np.arange(32) % 3, epochs=1, verbose=0)
+    assert model.layers[0].compute_dtype == "bfloat16"
+    clone = export.as_float32(model)
+    assert all(layer.compute_dtype == "float32" for layer in clone.layers)
+    for w, w0 in zip(clone.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(w, w0)
+    assert export.as_float32(clone) is clone
+    for form in ("float32", "int8"):  # int8 used to fail: Flex ops needed on every Conv2D
+        content = export.convert(model, form, x)
+        scores = export.predict(content, x)
+        np.testing.assert_allclose(scores, clone.predict(x, verbose=0), atol=0.05)
+
+
+def test_interrupted_export_leaves_no_partial_file(learned, tmp_path, monkeypatch):
+    run_dir = copy_run(learned.run_dir, tmp_path / "e1")
+    out = run_dir / "litert"
+    out.mkdir()
+    before = {"float32.tflite": b"old model", "litert.csv": b"form,bytes\nfloat32,9\n"}
+    for name, content in before.items():
+        (out / name).write_bytes(content)
+    (out / "source.json").write_text("{}")
+
+    def half_then_fail(self, content):  # a disk that fills up halfway through a write
+        with open(self, "wb") as f:
+            f.write(content[:len(content) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        export.export_run(run_dir, data="synthetic", forms=("float32",), latency_runs=2)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no .tmp left over
+    assert not (out / "source.json").exists()  # the old table is no longer vouched for
+
+
 def test_run_without_model_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model.keras"):
         export.export_run(tmp_path, data="synthetic")
     assert main(["export", str(tmp_path), "--data", "synthetic"]) == 2
     with pytest.raises(ValueError, match="form='int4'"):
         export.convert(None, "int4")
-
-
-@pytest.fixture(scope="module")
-def compressed(learned, tmp_path_factory):
-    """The whole small-models study on a copy of the learned run: export, prune, export."""
-    run_dir = tmp_path_factory.mktemp("compress") / "e1"
-    shutil.copytree(learned.run_dir, run_dir, ignore=shutil.ignore_patterns("backup", "checkpoints"))
-    table = export.compress_run(run_dir, data="synthetic", sparsity=0.6, prune_epochs=1,
-                                limit=300, representative=64, latency_runs=5, verbose=0)
-    return run_dir, table
-
-
-def test_compress_run_measures_dense_and_pruned_forms(compressed):
-    run_dir, table = compressed
-    assert list(table["model"].unique()) == ["dense", "pruned60"]
-    assert list(table["form"]) == 2 * ["keras (reference)", *export.FORMS]
-    assert table.loc[table["model"] == "pruned60", "sparsity"].tolist() == pytest.approx(5 * [0.6], abs=0.01)
-    gz = table[table["form"] == "int8"].set_index("model")["gzip bytes"]
-    assert gz["pruned60"] < 0.8 * gz["dense"]  # zeros compress
-    reference = table.loc[0, "top-1"]
-    np.testing.assert_allclose(table["drop"], reference - table["top-1"], atol=0.01)
-    assert (run_dir / "pruned60" / "litert" / "int8.tflite").exists()
-
-
-def test_compress_run_reuses_what_exists(compressed):
-    run_dir, _ = compressed
-    files = [run_dir / "litert" / "litert.csv", run_dir / "pruned60" / "model.keras",
-             run_dir / "pruned60" / "litert" / "litert.csv"]
-    before = [f.stat().st_mtime_ns for f in files]
-    export.compress_run(run_dir, data="synthetic", sparsity=0.6)  # would take minutes if redone
-    assert [f.stat().st_mtime_ns for f in files] == before
-
-
-def test_bars_are_checked_against_their_limits():
-    table = pd.DataFrame({
-        "model": ["dense", "dense", "pruned60", "pruned80"],
-        "form": ["keras (reference)", "int8", "int8", "int8"],
-        "bytes": [3_000_000, 849_999, 849_999, 849_999],
-        "gzip bytes": [2_700_000, 760_000, 499_999, 300_000],
-        "drop": [0.0, 1.0, 1.5, 1.51],
-    })
-    bars = export.check_bars(table).set_index("check")
-    assert bars["met"].to_dict() == {
-        "dense int8: bytes": True, "dense int8: top-1 drop (points)": True,
-        "pruned60 int8: gzip bytes": True, "pruned60 int8: top-1 drop (points)": True,
-        "pruned80 int8: gzip bytes": True, "pruned80 int8: top-1 drop (points)": False,
-    }
-    table.loc[1, "bytes"] = 850_000
-    assert not export.check_bars(table).set_index("check").loc["dense int8: bytes", "met"]
-
-
-def test_size_table_needs_an_export(tmp_path):
-    with pytest.raises(FileNotFoundError, match="export it first"):
-        export.size_table(tmp_path)
-
-
-def test_size_plot_has_the_reference_lines(compressed, tmp_path):
-    _, table = compressed
-    fig = plot_size_vs_accuracy(table, "test", tmp_path / "small.png")
-    ax = fig.axes[0]
-    xs = sorted(line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 2)
-    assert xs == sorted(export.REFERENCE_SIZES.values())
-    assert ax.get_xscale() == "log" and (tmp_path / "small.png").stat().st_size > 0

@@ -1,5 +1,6 @@
 """Architecture: exact parameter counts, torch-derived layer shapes, ceil pooling, init."""
 
+import dataclasses
 import math
 
 import keras
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 
 from squeeze_keras import experiments
-from squeeze_keras.model import Fire, SqueezeNet, ceil_pool_padding, format_table2, max_pool_ceil, table2
+from squeeze_keras.model import (
+    Fire, ModelConfig, SqueezeNet, ceil_pool_padding, format_table2, max_pool_ceil, table2,
+)
 
-# torchvision 0.29 squeezenet1_0 with the experiments' changes (DEVELOPERS.md, Table 1).
+# torchvision 0.29 squeezenet1_0 with each experiment's changes applied (report, Table 1).
 EXPECTED_PARAMS = {
     "baseline": 740_554, "e1": 740_554, "e2": 727_594,
     "e3": 715_162, "e4": 727_594, "e5": 773_764,
@@ -54,8 +57,9 @@ def test_parameter_counts_match_torchvision(models, name):
     assert models[name].count_params() == EXPECTED_PARAMS[name]
 
 
-def test_registry_holds_the_six_experiments_in_report_order():
-    assert experiments.names() == ["baseline", "e1", "e2", "e3", "e4", "e5"]
+def test_registry_holds_the_report_experiments_first_in_report_order():
+    assert experiments.REPORT == ("baseline", "e1", "e2", "e3", "e4", "e5")
+    assert experiments.names()[:6] == list(experiments.REPORT)
 
 
 def test_e3_report_count_is_seven_off():
@@ -213,3 +217,88 @@ def test_table2_text_leaves_empty_cells_blank(models):
     text = format_table2(table2(models["e4"]))
     assert "<NA>" not in text and "nan" not in text.lower()
     assert text.splitlines()[1].split() == ["input", "32x32x3"]
+
+
+def test_saved_report_models_keep_their_weight_layout():
+    # results/ holds models saved before the design space existed; they load by set_weights.
+    model = experiments.get("e4").build_model()
+    assert len(model.weights) == 52
+    assert [w.path for w in model.weights[:4]] == [
+        "conv1/kernel", "conv1/bias", "fire2_squeeze1x1/kernel", "fire2_squeeze1x1/bias"]
+
+
+def test_architecture_defaults_have_one_home():
+    import inspect
+
+    defaults = ModelConfig()
+    params = inspect.signature(SqueezeNet).parameters
+    for field in dataclasses.fields(ModelConfig):
+        assert params[field.name].default == getattr(defaults, field.name), field.name
+    assert experiments.ModelConfig is ModelConfig
+    assert experiments.get("baseline").model == defaults
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"optimizer": "lamb"}, "`optimizer` must be one of ('adam', 'adamw'). Received: optimizer='lamb'"),
+    ({"optimizer": "sgd"}, "optimizer='sgd'"),
+    ({"schedule": "cosine"}, "`schedule` must be one of ('constant', 'warmup_cosine'). "
+                             "Received: schedule='cosine'"),
+    ({"optimizer": "lamb", "schedule": "cosine"}, "optimizer='lamb'"),
+    ({"learning_rate": 0}, "learning_rate=0"),
+    ({"learning_rate": "1e-3"}, "learning_rate='1e-3'"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"batch_size": 64.0}, "batch_size=64.0"),
+    ({"weight_decay": -0.1}, "weight_decay=-0.1"),
+    ({"warmup_epochs": -1}, "warmup_epochs=-1"),
+    ({"warmup_epochs": 1}, "schedule='constant'"),
+    ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+    ({"label_smoothing": -0.1}, "label_smoothing=-0.1"),
+    ({"name": ""}, "name=''"),
+])
+def test_protocol_checks_fields_on_construction(kwargs, needle):
+    with pytest.raises(ValueError) as err:
+        experiments.Protocol(**kwargs)
+    assert needle in str(err.value)
+
+
+def test_protocols_are_valid_and_sgd_is_gone():
+    assert experiments.OPTIMIZERS == ("adam", "adamw")
+    assert not hasattr(experiments.Protocol(), "momentum")
+    for name, protocol in experiments.PROTOCOLS.items():
+        assert protocol.name == name and dataclasses.replace(protocol) == protocol
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"dataset": "mnist"}, "`dataset` must be one of ('cifar10', 'cifar100'). Received: dataset='mnist'"),
+    ({"preprocessing": "none"}, "preprocessing='none'"),
+    ({"epochs": 0}, "epochs=0"),
+    ({"epochs": 2.5}, "epochs=2.5"),
+    ({"name": ""}, "name=''"),
+    ({"model": {"dropout": 0.5}}, "`model` must be a ModelConfig"),
+    ({"protocol": "tuned"}, "`protocol` must be a Protocol"),
+])
+def test_experiment_config_checks_fields_on_construction(kwargs, needle):
+    with pytest.raises(ValueError) as err:
+        dataclasses.replace(experiments.get("e4"), **kwargs)
+    assert needle in str(err.value)
+    with pytest.raises(ValueError):
+        experiments.ExperimentConfig(**{"name": "x", "description": "", **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"dropout": 1.0}, "dropout=1.0"),
+    ({"pool_size": 0}, "pool_size=0"),
+    ({"pool_after": ("fire1",)}, "fire1"),
+    ({"fires": ()}, "fires=()"),
+])
+def test_model_config_checks_fields_on_construction(kwargs, needle):
+    with pytest.raises(ValueError) as err:
+        dataclasses.replace(experiments.get("e4").model, **kwargs)
+    assert needle in str(err.value)
+
+
+def test_with_protocol_and_unknown_protocol():
+    config = experiments.get("e4").with_protocol("tuned2")
+    assert config.protocol is experiments.PROTOCOLS["tuned2"] and config.name == "e4"
+    with pytest.raises(ValueError, match=r"Unknown protocol 'fast'.*paper"):
+        experiments.get("e4").with_protocol("fast")

@@ -1,78 +1,207 @@
-"""Table 1 and the best run are read from run folders, and missing runs stay missing."""
+"""Table 1 over seeds, the report's steps with Welch intervals and the best run, read from runs."""
 
+import dataclasses
 import json
+import math
+import pathlib
 
 import pandas as pd
 import pytest
 
-from squeeze_keras import results
-from squeeze_keras.plots import plot_validation_curves
+from squeeze_keras import experiments, results, runs
+
+COMMITTED = pathlib.Path(__file__).resolve().parents[1] / "results"
 
 
-def fake_run(results_dir, folder, experiment, top1, protocol="paper", seed=0):
-    run_dir = results_dir / folder
-    run_dir.mkdir(parents=True)
-    pd.DataFrame({"epoch": [0], "accuracy": [0.5], "val_accuracy": [top1 / 100]}).to_csv(
+def fake_run(results_dir, experiment, top1, protocol="paper", seed=0, hardware="test machine",
+             seconds=100.0, last=None, folder=None):
+    """A finished run folder in the committed format; the test curve rises to `top1` (%)."""
+    if folder is None:
+        config = experiments.get(experiment).with_protocol(protocol)
+        run_dir = runs.run_dir_for(config, results_dir, seed)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"experiment": dataclasses.asdict(config), "epochs": 5, "seed": seed,
+             "source": "synthetic", "limit": None}))
+    else:  # a folder of an experiment the registry does not know
+        run_dir = results_dir / folder
+        run_dir.mkdir(parents=True)
+    val = [top1 - 8, top1 - 6, *(last or [top1 - 1, top1 - 2]), top1]
+    pd.DataFrame({"epoch": range(5), "accuracy": [v / 100 + 0.05 for v in val],
+                  "loss": 1.0, "val_accuracy": [v / 100 for v in val], "val_loss": 1.1}).to_csv(
         run_dir / "history.csv", index=False)
-    metrics = {"experiment": experiment, "protocol": protocol, "seed": seed, "top1": top1, "epochs": 20,
-               "seconds_per_epoch": 100.0, "hardware": "test machine", "data_source": "test"}
+    metrics = {"experiment": experiment, "protocol": protocol, "dataset": "cifar10", "epochs": 5,
+               "top1": top1, "seconds_per_epoch": seconds, "precision": "float32",
+               "hardware": hardware, "seed": seed, "data_source": "synthetic"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
 
 
-def test_table1_sets_runs_beside_the_report_and_leaves_the_rest_missing(tmp_path):
-    fake_run(tmp_path, "e1", "e1", 60.0)
-    fake_run(tmp_path, "e4_tuned", "e4", 81.0, protocol="tuned")
-    fake_run(tmp_path, "e4_tuned2", "e4", 82.5, protocol="tuned2")
+# ---------------------------------------------------------------- the Student-t quantile
+
+
+@pytest.mark.parametrize("df, expected", [(2, 4.302653), (4, 2.776445), (30, 2.042272),
+                                          (1e6, 1.959964), (math.inf, 1.959964)])
+def test_t_quantile_matches_tables(df, expected):
+    assert results.t_quantile(0.975, df) == pytest.approx(expected, abs=5e-6)
+    assert results.t_quantile(0.025, df) == pytest.approx(-expected, abs=5e-6)
+
+
+def test_t_quantile_refuses_impossible_arguments():
+    with pytest.raises(ValueError, match="`p` must be in"):
+        results.t_quantile(1.0, 3)
+    with pytest.raises(ValueError, match="`df` must be positive"):
+        results.t_quantile(0.975, 0)
+
+
+def test_welch_interval_equals_the_pooled_one_for_equal_spreads():
+    # Equal n and variance: Welch-Satterthwaite gives df = 2 (n - 1) = 4.
+    ci = results.welch_interval([60.0, 61.0, 62.0], [62.0, 63.0, 64.0])
+    half = 2.776445 * math.sqrt(2 / 3)
+    assert ci["difference"] == pytest.approx(2.0) and ci["df"] == pytest.approx(4.0)
+    assert (ci["low"], ci["high"]) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-5)
+
+
+def test_welch_interval_is_undefined_below_two_values_a_side():
+    assert results.welch_interval([60.0], [62.0, 63.0]) == {
+        "difference": pytest.approx(2.5), "low": None, "high": None, "df": None}
+    assert results.welch_interval([], [62.0])["difference"] is None
+
+
+# ---------------------------------------------------------------- Table 1
+
+
+def test_table1_summarises_seeds_beside_the_report_and_leaves_missing_runs_missing(tmp_path):
+    for seed, top1 in enumerate([67.0, 66.0, 68.0]):
+        fake_run(tmp_path, "e4", top1, seed=seed)
+    fake_run(tmp_path, "e1", 60.0)
+    fake_run(tmp_path, "e4", 82.5, protocol="tuned2")
     table = results.table1(tmp_path).set_index("run")
-    assert table.loc["e1", "paper top-1"] == 60.0
-    assert table.loc["e1", "difference"] == pytest.approx(60.0 - 58.43)
-    assert table.loc["e4", "tuned top-1"] == 81.0 and table.loc["e4", "tuned2 top-1"] == 82.5
-    assert pd.isna(table.loc["e3", "tuned top-1"]) and pd.isna(table.loc["e3", "tuned2 top-1"])
-    assert pd.isna(table.loc["e4", "paper top-1"]) and pd.isna(table.loc["baseline", "paper top-1"])
-    assert table.loc["e3", "params"] == 715_162 and table.loc["e3", "report params"] == 715_169
+    e4, e1 = table.loc["e4"], table.loc["e1"]
+    assert (e4["paper n"], e4["paper mean"], e4["paper min-max"]) == (3, 67.0, "66.00-68.00")
+    assert e4["paper sd"] == pytest.approx(1.0)
+    assert e4["mean - report"] == pytest.approx(67.0 - 72.05)
+    assert e4["tuned2 mean (n)"] == "82.50 (1)"
+    assert e1["paper n"] == 1 and e1["paper mean"] == 60.0 and pd.isna(e1["paper sd"])
+    assert table.loc["e2", "paper n"] == 0
+    for col in ("paper mean", "paper sd", "paper min-max", "mean - report", "tuned2 mean (n)"):
+        assert pd.isna(table.loc["e2", col])
+    assert table.loc["e3", "params"] == 715_162
+    assert list(table.index) == list(experiments.REPORT)
 
 
-def test_best_run_is_the_highest_cifar10_top1_over_protocols(tmp_path):
+def test_table1_has_a_last_three_epochs_companion_column(tmp_path):
+    fake_run(tmp_path, "e1", 60.0, last=[57.0, 57.5])  # last three epochs 57.0, 57.5, 60.0
+    fake_run(tmp_path, "e1", 62.0, seed=1, last=[58.0, 58.5])  # 58.0, 58.5, 62.0
+    row = results.table1(tmp_path).set_index("run").loc["e1"]
+    assert row["paper mean"] == 61.0
+    assert row["paper last-3 mean"] == pytest.approx((57.0 + 57.5 + 60 + 58 + 58.5 + 62) / 6,
+                                                     abs=0.005)
+
+
+def test_table1_details_give_hardware_and_speed_of_each_protocols_own_runs(tmp_path):
+    fake_run(tmp_path, "e4", 67.0, hardware="GPU", seconds=4.0)
+    fake_run(tmp_path, "e4", 66.0, seed=1, hardware="GPU", seconds=5.0)
+    fake_run(tmp_path, "e4", 68.0, seed=2, hardware="CPU", seconds=170.0)
+    fake_run(tmp_path, "e4", 80.0, protocol="tuned2", hardware="CPU", seconds=1029.0)
+    details = results.table1_details(tmp_path)
+    e4 = details[details["run"] == "e4"].set_index(["protocol", "seeds"])
+    assert e4.loc[("paper", "0, 1"), ["hardware", "s/epoch", "mean"]].tolist() == ["GPU", 4.5, 66.5]
+    assert e4.loc[("paper", "2"), ["hardware", "s/epoch"]].tolist() == ["CPU", 170.0]
+    assert e4.loc[("tuned2", "0"), ["hardware", "s/epoch"]].tolist() == ["CPU", 1029.0]
+    e2 = details[details["run"] == "e2"].iloc[0]  # not run: one paper row, all missing
+    assert e2["protocol"] == "paper" and pd.isna(e2["hardware"]) and pd.isna(e2["s/epoch"])
+    assert e2["params"] == 727_594 and e2["report params"] == 727_594
+
+
+def test_table1_shows_the_committed_runs():
+    table = results.table1(COMMITTED).set_index("run")
+    assert table.loc["baseline", ["paper n", "paper mean"]].tolist() == [1, 57.94]
+    assert table.loc["baseline", "mean - report"] == pytest.approx(11.40)
+    assert table.loc["e4", "tuned2 mean (n)"] == "80.19 (1)"
+    assert pd.isna(table.loc["e5", "paper mean"])
+    details = results.table1_details(COMMITTED).set_index(["run", "protocol"])
+    assert details.loc[("e4", "tuned2"), ["hardware", "s/epoch"]].tolist() == [
+        "AMD EPYC, 2 cores (CPU)", 1028.9]
+    assert details.loc[("e4", "paper"), ["hardware", "s/epoch"]].tolist() == [
+        "1x NVIDIA H100 80GB HBM3", 4.0]
+
+
+# ---------------------------------------------------------------- the report's steps
+
+
+def test_steps_with_one_seed_give_no_interval_and_say_so(tmp_path):
+    fake_run(tmp_path, "e2", 65.5)
+    fake_run(tmp_path, "e4", 67.0)
+    row = results.steps(tmp_path).set_index("step").loc["E2 -> E4"]
+    assert row["difference"] == pytest.approx(1.5) and row["verdict"] == "one seed"
+    assert pd.isna(row["ci low"]) and pd.isna(row["ci high"])
+    sentence = results.step_sentences(tmp_path)[3]
+    assert sentence.startswith("E2 -> E4: +1.50 points (n = 1 and 1, no interval")
+    assert "one seed per run cannot separate the steps" in sentence
+
+
+def test_steps_with_seeds_give_a_welch_interval_and_a_verdict(tmp_path):
+    for seed in range(3):
+        fake_run(tmp_path, "e2", 65.0 + seed, seed=seed)  # 65, 66, 67
+        fake_run(tmp_path, "e4", 66.0 + seed, seed=seed)  # 66, 67, 68: +1, within the noise
+        fake_run(tmp_path, "e3", 70.0 + seed, seed=seed)  # 70, 71, 72: +5, real
+    table = results.steps(tmp_path).set_index("step")
+    half = 2.776445 * math.sqrt(2 / 3)
+    e4 = table.loc["E2 -> E4"]
+    assert (e4["ci low"], e4["ci high"]) == pytest.approx((1 - half, 1 + half), abs=0.01)
+    assert e4["verdict"] == "within the noise" and table.loc["E2 -> E3", "verdict"] == "real"
+    sentences = results.step_sentences(tmp_path)
+    assert sentences[3] == ("E2 -> E4: +1.00 points (95 % CI -1.3 to +3.3, Welch t, "
+                            "n = 3 and 3): within the noise.")
+    assert sentences[2].endswith("): real at n = 3.")
+    assert sentences[0] == "baseline -> E1: not measured (no finished baseline or E1 run)."
+
+
+def test_steps_on_the_committed_runs_say_one_seed_cannot_separate_them():
+    table = results.steps(COMMITTED)
+    assert list(table["step"]) == ["baseline -> E1", "E1 -> E2", "E2 -> E3", "E2 -> E4"]
+    assert table["difference"].tolist() == pytest.approx([3.71, 3.83, 1.04, 1.53])
+    assert set(table["verdict"]) == {"one seed"}
+    assert all("one seed per run" in s for s in results.step_sentences(COMMITTED))
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def test_seed_runs_and_histories_collect_every_seed_of_one_protocol(tmp_path):
+    fake_run(tmp_path, "e4", 67.0)
+    fake_run(tmp_path, "e4", 66.0, seed=1)
+    fake_run(tmp_path, "e4", 74.0, protocol="tuned")
+    fake_run(tmp_path, "e4", 75.0, protocol="tuned", seed=1)
+    fake_run(tmp_path, "e4_bypass", 70.0)  # another experiment whose name starts with e4
+    assert list(results.seed_runs(tmp_path, "e4")) == [0, 1]
+    assert list(results.seed_runs(tmp_path, "e4", "tuned")) == [0, 1]
+    assert {k: list(v) for k, v in results.seed_histories(tmp_path).items()} == {"e4": [0, 1]}
+    assert {k: list(v) for k, v in results.protocol_histories(tmp_path, "e4").items()} == {
+        "paper": [0, 1], "tuned": [0, 1]}
+
+
+def test_protocol_and_load_runs_take_seed_0_only(tmp_path):
+    fake_run(tmp_path, "e4", 67.0)
+    fake_run(tmp_path, "e4", 80.5, protocol="tuned2")
+    fake_run(tmp_path, "e4", 66.0, seed=1)  # another seed: not a protocol
+    fake_run(tmp_path, "e3", 70.0, protocol="tuned")
+    runs_ = results.protocol_runs(tmp_path, "e4")
+    assert list(runs_) == ["paper", "tuned2"] and runs_["tuned2"].metrics["top1"] == 80.5
+    assert results.protocol_runs(tmp_path, "e2") == {}
+    assert list(results.load_runs(tmp_path)) == ["e4"]
+    assert list(results.load_runs(tmp_path, "tuned", names=["e3", "e4"])) == ["e3"]
+
+
+def test_best_run_is_the_highest_report_run_of_the_dataset_and_skips_the_rest(tmp_path):
     with pytest.raises(FileNotFoundError, match="No finished cifar10 run"):
         results.best_run(tmp_path)
-    fake_run(tmp_path, "e1", "e1", 60.0)
-    best = fake_run(tmp_path, "e4_tuned", "e4", 81.0, protocol="tuned")
-    fake_run(tmp_path, "e5", "e5", 90.0)  # CIFAR-100: another task
+    fake_run(tmp_path, "e1", 60.0)
+    best = fake_run(tmp_path, "e4", 81.0, protocol="tuned")
+    fake_run(tmp_path, "e5", 90.0)  # CIFAR-100: another task
+    fake_run(tmp_path, "e4_bn", 95.0)  # design space: not the report's
+    fake_run(tmp_path, "v9_future", 99.0, folder="v9_future")  # not registered
     assert results.best_run(tmp_path) == best
     assert results.best_run(tmp_path, "cifar100").name == "e5"
-
-
-def test_seed_runs_give_the_spread_of_paper_runs(tmp_path):
-    fake_run(tmp_path, "e4", "e4", 67.0)
-    fake_run(tmp_path, "e4_seed1", "e4", 66.0, seed=1)
-    fake_run(tmp_path, "e4_seed2", "e4", 68.0, seed=2)
-    fake_run(tmp_path, "e4_tuned", "e4", 74.0, protocol="tuned")
-    fake_run(tmp_path, "e4_tuned_seed1", "e4", 75.0, protocol="tuned", seed=1)
-    fake_run(tmp_path, "e1", "e1", 60.0)
-    assert list(results.seed_runs(tmp_path, "e4")) == [0, 1, 2]
-    assert list(results.seed_runs(tmp_path, "e4", "tuned")) == [0, 1]
-    table = results.table1(tmp_path).set_index("run")
-    assert table.loc["e4", "paper top-1"] == 67.0  # seed 0
-    assert table.loc["e4", "seeds"] == 3 and table.loc["e4", "paper mean"] == 67.0
-    assert table.loc["e4", "paper sd"] == pytest.approx(1.0)
-    assert table.loc["e1", "seeds"] == 1 and pd.isna(table.loc["e1", "paper sd"])
-    assert pd.isna(table.loc["e2", "seeds"]) and pd.isna(table.loc["e2", "paper mean"])
-
-
-def test_protocol_runs_put_one_experiment_beside_itself_and_plot_training_dashed(tmp_path):
-    fake_run(tmp_path, "e4", "e4", 67.0)
-    fake_run(tmp_path, "e4_tuned2", "e4", 80.5, protocol="tuned2")
-    fake_run(tmp_path, "e4_seed1", "e4", 66.0, seed=1)  # another seed: not a protocol
-    fake_run(tmp_path, "e3_tuned", "e3", 70.0, protocol="tuned")  # another experiment
-    runs = results.protocol_runs(tmp_path, "e4")
-    assert list(runs) == ["paper", "tuned2"]
-    assert runs["tuned2"].metrics["top1"] == 80.5
-    assert results.protocol_runs(tmp_path, "e2") == {}
-    path = tmp_path / "figures" / "e4_protocols.png"
-    fig = plot_validation_curves({p: r.history for p, r in runs.items()}, "E4", path, training=True)
-    lines = fig.axes[0].get_lines()
-    assert [line.get_label() for line in lines] == ["paper", "paper (training)", "tuned2",
-                                                    "tuned2 (training)"]
-    assert lines[1].get_linestyle() == "--" and lines[1].get_color() == lines[0].get_color()
-    assert path.stat().st_size > 0
+    assert results.table1(tmp_path).set_index("run").loc["e4", "paper n"] == 0

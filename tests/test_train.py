@@ -8,7 +8,9 @@ import pytest
 
 from squeeze_keras import data, experiments
 from squeeze_keras.__main__ import main
-from squeeze_keras.train import load_run, run_experiment, select_precision
+from squeeze_keras.devices import select_precision
+from squeeze_keras.runs import load_run
+from squeeze_keras.train import run_experiment
 
 CIFAR10_ARCHIVE = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -107,9 +109,25 @@ def test_bad_arguments(tmp_path):
         load_run(tmp_path)
 
 
-def test_precision_auto_is_float32_or_mixed():
-    assert select_precision("auto") in ("float32", "mixed_bfloat16", "mixed_float16")
-    assert select_precision("float32") == "float32"
+def test_precision_auto_is_float32_on_any_cpu(monkeypatch):
+    from squeeze_keras import devices
+
+    monkeypatch.setattr(devices, "accelerators", lambda: [])
+    assert select_precision("auto") == "float32"
+    assert select_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("gpus, policy", [
+    ([("NVIDIA H100 80GB HBM3", (9, 0))], "mixed_bfloat16"),
+    ([("NVIDIA A100-SXM4-40GB", (8, 0))], "mixed_bfloat16"),
+    ([("Tesla T4", (7, 5))], "mixed_float16"),
+    ([("TPU v2", None)], "mixed_bfloat16"),
+])
+def test_precision_auto_on_accelerators(monkeypatch, gpus, policy):
+    from squeeze_keras import devices
+
+    monkeypatch.setattr(devices, "accelerators", lambda: gpus)
+    assert select_precision("auto") == policy
 
 
 def test_cli_list_summary_and_errors(capsys):
@@ -123,6 +141,74 @@ def test_cli_list_summary_and_errors(capsys):
     assert "Unknown experiment 'e9'" in capsys.readouterr().err
     assert main(["train", "e1", "--data", "/no/such/folder", "--out", "/tmp/x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["prune", "results/e1", "--sparsity", "60"], "--sparsity: must be a fraction"),
+    (["prune", "results/e1", "--epochs", "-2"], "--epochs: must be a positive integer"),
+    (["train", "e1", "--limit", "0"], "--limit: must be a positive integer"),
+    (["export", "results/e1", "--limit", "-5"], "--limit: must be a positive integer"),
+    (["train", "e1", "--seed", "-1"], "--seed: must be a non-negative integer"),
+    (["study", "--only"], "--only: expected at least one argument"),
+])
+def test_cli_refuses_bad_arguments_in_the_users_words(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_cli_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(SystemExit):
+        main(["train", "e1", "--data", "synthetic", "--out", str(tmp_path / "notes.txt")])
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_cli_says_one_line_on_ctrl_c_and_permission_errors(monkeypatch, capsys):
+    from squeeze_keras import train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run_seeds", interrupted)
+    assert main(["train", "e1", "--data", "synthetic"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted: run the same command again to resume" in err and "Traceback" not in err
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "results/e1/.lock")
+
+    monkeypatch.setattr(train, "run_seeds", denied)
+    assert main(["train", "e1", "--data", "synthetic"]) == 2
+    assert "cannot write into results/e1 (permission denied)" in capsys.readouterr().err
+
+
+def test_cli_names_a_missing_keras_backend(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    try:
+        import jax  # noqa: F401
+        pytest.skip("JAX is installed here")
+    except ImportError:
+        pass
+    proc = subprocess.run([sys.executable, "-m", "squeeze_keras", "list"], capture_output=True,
+                          text=True, env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=120)
+    assert proc.returncode == 2
+    assert "KERAS_BACKEND=jax but the 'jax' package is not installed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_trains_several_seeds_and_says_what_it_did(tmp_path, capsys):
+    argv = ["train", "baseline", "--data", "synthetic", "--limit", "64", "--epochs", "1",
+            "--out", str(tmp_path), "--verbose", "0", "--precision", "float32", "--seeds", "0", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seed 0): trained" in out and "seed 1): trained" in out
+    assert (tmp_path / "baseline").is_dir() and (tmp_path / "baseline_seed1").is_dir()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("already finished, not retrained") == 2
 
 
 @pytest.mark.skipif(not CIFAR10_ARCHIVE.exists(),
@@ -185,7 +271,8 @@ def test_protocol_optimizers_and_schedules():
 def test_steps_per_execution_trains_the_same_weights():
     import numpy as np
 
-    from squeeze_keras.train import compile_model, default_steps_per_execution
+    from squeeze_keras.devices import default_steps_per_execution
+    from squeeze_keras.train import compile_model
 
     config = experiments.get("baseline")
     (x, y), _ = data.synthetic_arrays(10, 256, 1, seed=0)

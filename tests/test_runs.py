@@ -1,0 +1,152 @@
+"""Run folders: nothing mixes, nothing is lost, and every refusal says why."""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from squeeze_keras import experiments, runs
+from squeeze_keras.train import run_experiment
+
+FAST = dict(limit=64, verbose=0, precision="float32")
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops training like Ctrl-C after `epoch` has been logged and backed up."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+
+
+def write_folder(root, seed, per_class=4):
+    """A tiny CIFAR-shaped image folder (2 splits x 10 classes x `per_class` PNGs)."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for label in range(10):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_an_unfinished_run_is_not_resumed_under_another_config(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("baseline", epochs=3, data="synthetic", out_dir=tmp_path,
+                       callbacks=[Interrupt(0)], **FAST)
+    run_dir = tmp_path / "baseline"
+    assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
+    folder = write_folder(tmp_path / "small", seed=0)
+    with pytest.raises(runs.RunFolderError, match=r"unfinished run .*differs in: .*data\.source.*epochs"):
+        run_experiment("baseline", epochs=2, data=str(folder), out_dir=tmp_path, **FAST)
+    # Nothing of the interrupted run was touched: the same command still resumes it.
+    assert (run_dir / "backup").exists()
+    result = run_experiment("baseline", epochs=3, data="synthetic", out_dir=tmp_path, **FAST)
+    assert result.status == "resumed" and list(result.history["epoch"]) == [0, 1, 2]
+
+
+def test_two_folders_with_the_same_name_are_different_data(tmp_path):
+    first = write_folder(tmp_path / "a" / "small", seed=0)
+    second = write_folder(tmp_path / "b" / "small", seed=1)
+    assert runs.data_identity(str(first)) != runs.data_identity(str(second))
+    out = tmp_path / "runs"
+    run_experiment("baseline", epochs=1, data=str(first), out_dir=out, **FAST)
+    with pytest.raises(runs.RunFolderError, match=r"finished run .*differs in: data\.path"):
+        run_experiment("baseline", epochs=1, data=str(second), out_dir=out, **FAST)
+
+
+def test_an_archive_is_identified_by_content_not_by_path(tmp_path):
+    import tarfile
+
+    folder = write_folder(tmp_path / "small", seed=0)
+    for copy in ("a", "b"):
+        (tmp_path / copy).mkdir()
+        with tarfile.open(tmp_path / copy / "small.tar.gz", "w:gz") as tar:
+            tar.add(folder, arcname="small")
+    identity = runs.data_identity(str(tmp_path / "a" / "small.tar.gz"))
+    assert str(tmp_path) not in json.dumps(identity)  # committed runs carry no machine path
+    assert identity["name"] == "small.tar.gz" and len(identity["digest"]) == 16
+    (tmp_path / "b" / "small.tar.gz").write_bytes(b"other bytes")
+    assert runs.data_identity(str(tmp_path / "b" / "small.tar.gz")) != identity
+
+
+def test_another_precision_is_another_run(tmp_path):
+    run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    with pytest.raises(runs.RunFolderError, match=r"differs in: precision"):
+        run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path,
+                       **{**FAST, "precision": "mixed_bfloat16"})
+
+
+def test_a_folder_in_use_is_refused(tmp_path):
+    run_dir = runs.run_dir_for(experiments.get("baseline"), tmp_path)
+    with runs.locked(run_dir):
+        with pytest.raises(runs.RunFolderError, match="in use by process"):
+            run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    assert not (run_dir / "config.json").exists()
+
+
+def test_a_failed_start_leaves_no_folder(tmp_path):
+    from squeeze_keras import data
+
+    splits = data.load("cifar100", "synthetic", synthetic_sizes=(64, 64))
+    with pytest.raises(ValueError, match="expects 10 classes"):
+        run_experiment("baseline", epochs=1, data=splits, out_dir=tmp_path, **FAST)
+    assert not (tmp_path / "baseline").exists()
+
+
+def test_overwrite_removes_what_was_derived_from_the_old_model(tmp_path):
+    first = run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    (first.run_dir / "litert").mkdir()
+    (first.run_dir / "litert" / "litert.csv").write_text("stale\n")
+    (first.run_dir / "pruned60").mkdir()
+    again = run_experiment("baseline", epochs=2, data="synthetic", out_dir=tmp_path,
+                           overwrite=True, **FAST)
+    assert again.status == "trained" and len(again.history) == 2
+    assert not (first.run_dir / "litert").exists() and not (first.run_dir / "pruned60").exists()
+
+
+def test_a_run_loads_with_its_own_stored_config(tmp_path):
+    parent = experiments.get("baseline").with_protocol("tuned")
+    custom = dataclasses.replace(
+        parent, name="custom", model=dataclasses.replace(parent.model, dropout=0.25))
+    result = run_experiment(custom, epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    config, model = runs.load_trained_model(result.run_dir)
+    assert config == custom  # not the registry's (there is no "custom" there)
+    assert config.protocol.name == "tuned" and model.get_layer("dropout").rate == 0.25
+    assert model.dtype_policy.name == "float32"
+
+
+def test_stored_configs_of_older_versions_still_match(tmp_path):
+    """A field added to a config since a run was made counts at its default."""
+    result = run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    config_file = result.run_dir / "config.json"
+    stored = json.loads(config_file.read_text())
+    del stored["experiment"]["epochs"]  # as if written before the field existed
+    config_file.write_text(json.dumps(stored))
+    again = run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    assert again.status == "finished"
+
+
+def test_every_committed_run_matches_its_registered_config():
+    """results/: each run folder's config is what the registry builds today."""
+    import pathlib
+
+    results = pathlib.Path(__file__).resolve().parents[1] / "results"
+    checked = 0
+    for config_file in sorted(results.glob("*/config.json")):
+        stored = json.loads(config_file.read_text())
+        registered = experiments.get(stored["experiment"]["name"]).with_protocol(
+            stored["experiment"]["protocol"]["name"])
+        assert runs.config_from_dict(stored["experiment"]) == registered, config_file
+        assert {"data", "precision", "epochs", "seed", "limit"} <= stored.keys(), config_file
+        checked += 1
+    assert checked >= 7
