@@ -30,7 +30,7 @@ import time
 import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the package asks for (squeeze_keras/__init__.py)
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the command line sets it (squeeze_keras/__main__.py)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

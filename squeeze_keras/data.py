@@ -528,10 +528,13 @@ class ArrayBatches(keras.utils.PyDataset):
     a random crop of its 4-pixel zero-padded copy and a random horizontal
     flip. All randomness comes from `(seed, epoch, batch)`, so a run is
     reproducible and two batches never share a random stream.
+
+    With `raw=True` the images stay uint8, neither augmented nor normalised:
+    the model does both on the device (`squeeze_keras.augment`).
     """
 
     def __init__(self, images, labels, *, preprocessing="imagenet", training=False,
-                 batch_size=64, seed=0, **kwargs):
+                 batch_size=64, seed=0, raw=False, **kwargs):
         super().__init__(**kwargs)
         _check_batch_size(batch_size)
         self._scale, self._shift = _scale_shift(preprocessing)
@@ -540,7 +543,8 @@ class ArrayBatches(keras.utils.PyDataset):
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels.")
         self.training, self.batch_size, self.seed = training, int(batch_size), seed
-        self.augment = training and preprocessing == "cifar"
+        self.raw = raw
+        self.augment = training and preprocessing == "cifar" and not raw
         if self.augment:
             pad = CROP_PADDING
             self._padded = np.pad(self.images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
@@ -575,6 +579,8 @@ class ArrayBatches(keras.utils.PyDataset):
         labels[:n] = self.labels[idx]
         weights = np.zeros(self.batch_size, np.float32)
         weights[:n] = 1
+        if self.raw:
+            return images, labels, weights
         return images.astype(np.float32) * self._scale + self._shift, labels, weights
 
     def on_epoch_end(self):

@@ -19,6 +19,7 @@ import tempfile
 import pandas as pd
 
 from squeeze_keras import experiments
+from squeeze_keras.data import NAMED_SOURCES
 from squeeze_keras.devices import hardware
 from squeeze_keras.runs import RunResult, load_run, run_dir_for, run_name
 from squeeze_keras.train import run_experiment
@@ -90,7 +91,7 @@ class Settings:
                     "temporary folder (a check that everything runs, not a result)")
         if not self.train:
             return f"{name}: TRAIN = False, showing the committed runs; nothing is trained"
-        source = self.data if self.data in ("tfds", "synthetic") else "an image folder"
+        source = self.data if self.data in NAMED_SOURCES else "an image folder"
         return (f"{name}: TRAIN = True, {self.epochs} epochs on {self.config.dataset} from "
                 f"{source} into {self.run_dir.as_posix()}")
 

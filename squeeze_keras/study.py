@@ -17,6 +17,8 @@ import pathlib
 import tempfile
 import time
 
+from squeeze_keras.data import NAMED_SOURCES
+
 # {notebook stem: the experiment it trains, or None for the notebooks that read runs}.
 NOTEBOOKS = {
     "00_baseline": "baseline",
@@ -130,7 +132,7 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
     notebooks_dir = pathlib.Path(notebooks_dir).resolve()
     if not notebooks_dir.is_dir():
         raise FileNotFoundError(f"No notebooks folder at {notebooks_dir}.")
-    if data not in ("tfds", "synthetic"):
+    if data not in NAMED_SOURCES:
         path = pathlib.Path(os.path.abspath(data))  # keep links: no machine path in notebooks
         if not path.exists():
             raise FileNotFoundError(f"Data path {data} does not exist.")

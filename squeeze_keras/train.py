@@ -17,7 +17,7 @@ import time
 import keras
 import pandas as pd
 
-from squeeze_keras import __version__, devices, experiments, fileio, runs
+from squeeze_keras import __version__, augment, devices, experiments, fileio, runs
 from squeeze_keras import data as data_lib
 
 # Per-example losses are averaged over the real examples of a batch: the last
@@ -243,11 +243,17 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
     strategy = strategy or devices.distribution_strategy()
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     batch_size = config.protocol.batch_size * replicas
+    # Under JAX, crops, flips and normalisation run on the device inside the compiled step
+    # (`augment.CifarAugment`) and the host only batches uint8 images; given `Splits` keep
+    # their own pipelines.
+    on_device = keras.backend.backend() == "jax" and not isinstance(data, data_lib.Splits)
     if isinstance(data, data_lib.Splits):
         splits = data
     else:
         splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
                                batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir)
+    if on_device:
+        splits = augment.uint8_splits(splits, batch_size, seed)
     if splits.classes != config.classes:
         raise ValueError(f"Experiment {config.name!r} expects {config.classes} classes but the "
                          f"data has {splits.classes} ({splits.dataset}).")
@@ -258,9 +264,12 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
         steps = -(-splits.train_size // batch_size)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model = config.build_model()
-            compile_model(model, config, steps, epochs, scale=replicas)
-        history = fit(model, splits, run_dir, epochs, callbacks, verbose)
-        evaluation = model.evaluate(splits.test, return_dict=True, verbose=0)
+            # The wrapper's weights are `model`'s, so training it trains `model`.
+            trained = (augment.training_model(model, config.preprocessing, seed=seed)
+                       if on_device else model)
+            compile_model(trained, config, steps, epochs, scale=replicas)
+        history = fit(trained, splits, run_dir, epochs, callbacks, verbose)
+        evaluation = trained.evaluate(splits.test, return_dict=True, verbose=0)
     runs.save_model(model, config, run_dir / "model.keras")
     metrics = run_metrics(config, splits, model, history, evaluation, seed=seed, limit=limit,
                           policy=policy, batch_size=batch_size, replicas=replicas,

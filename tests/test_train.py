@@ -324,3 +324,25 @@ def test_cli_trains_under_the_jax_backend_without_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = load_run(tmp_path / "e3").metrics
     assert metrics["versions"]["backend"] == "jax" and metrics["params"] == 715_162
+
+
+def test_one_trace_of_the_training_and_evaluation_steps_per_run(tmp_path, monkeypatch):
+    """Full batches only (the last one padded): no retrace, no second XLA compilation."""
+    traces = {"train": 0, "test": 0}
+    train_step, test_step = keras.Model.train_step, keras.Model.test_step
+
+    def counted_train_step(self, batch):
+        traces["train"] += 1  # runs in Python only while a step function is traced
+        return train_step(self, batch)
+
+    def counted_test_step(self, batch):
+        traces["test"] += 1
+        return test_step(self, batch)
+
+    monkeypatch.setattr(keras.Model, "train_step", counted_train_step)
+    monkeypatch.setattr(keras.Model, "test_step", counted_test_step)
+    # 200 examples in batches of 64: three full batches and a last one of 8 real examples.
+    result = run_experiment("baseline", epochs=2, data="synthetic", limit=200, out_dir=tmp_path,
+                            verbose=0, precision="float32")
+    assert result.metrics["train_size"] == 200 and result.metrics["test_size"] == 200
+    assert traces == {"train": 1, "test": 1}

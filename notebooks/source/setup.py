@@ -21,8 +21,11 @@ import sys
 
 REPOSITORY = "https://github.com/squeeze-keras/squeeze-keras"
 
-# Read by TensorFlow when it is imported: C++ log lines below FATAL stay out of the outputs.
+# Read by TensorFlow when it is imported: C++ log lines below FATAL stay out of the outputs,
+# and its oneDNN CPU kernels, on by default only on AVX-512-class CPUs, also train faster on
+# AVX2 ones (benchmarks/README.md).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 if "google.colab" in sys.modules:
     # An absolute folder, so a second run (now inside notebooks/) finds the first clone.
