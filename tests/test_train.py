@@ -326,8 +326,8 @@ def test_cli_trains_under_the_jax_backend_without_tensorflow(tmp_path):
     assert metrics["versions"]["backend"] == "jax" and metrics["params"] == 715_162
 
 
-def test_one_trace_of_the_training_and_evaluation_steps_per_run(tmp_path, monkeypatch):
-    """Full batches only (the last one padded): no retrace, no second XLA compilation."""
+def test_a_partial_last_batch_costs_no_extra_trace(tmp_path, monkeypatch):
+    """Full batches only (the last one padded): no retrace, so no second XLA compilation."""
     traces = {"train": 0, "test": 0}
     train_step, test_step = keras.Model.train_step, keras.Model.test_step
 
@@ -341,8 +341,13 @@ def test_one_trace_of_the_training_and_evaluation_steps_per_run(tmp_path, monkey
 
     monkeypatch.setattr(keras.Model, "train_step", counted_train_step)
     monkeypatch.setattr(keras.Model, "test_step", counted_test_step)
-    # 200 examples in batches of 64: three full batches and a last one of 8 real examples.
-    result = run_experiment("baseline", epochs=2, data="synthetic", limit=200, out_dir=tmp_path,
-                            verbose=0, precision="float32")
-    assert result.metrics["train_size"] == 200 and result.metrics["test_size"] == 200
-    assert traces == {"train": 1, "test": 1}
+    counts = {}
+    # 192 examples are three full batches of 64; 200 add a last batch of 8 real examples.
+    for limit in (192, 200):
+        traces.update(train=0, test=0)
+        result = run_experiment("baseline", epochs=2, data="synthetic", limit=limit,
+                                out_dir=tmp_path / str(limit), verbose=0, precision="float32")
+        assert result.metrics["train_size"] == limit
+        counts[limit] = dict(traces)
+    assert counts[200] == counts[192], counts
+    assert counts[192]["test"] == 1  # validation and the final evaluation share one trace
