@@ -26,7 +26,7 @@ needs squeeze_keras with jax[cuda], torch and torchvision; not part of CI):
 CPU smoke check (a synthetic JPEG archive of a few hundred images, 2 epochs, TensorFlow
 backend where JAX is absent, the peer in another Python):
 
-    python benchmarks/gpu.py --smoke --keras-backend tensorflow --torch-python /tmp/tv/bin/python
+    python benchmarks/gpu.py --smoke --keras-backend tensorflow --torch-python VENV/bin/python
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ folders and the `export.size_table` frame, passed in by the caller.
 from __future__ import annotations
 
 import math
+import textwrap
 import pathlib
 
 import matplotlib.pyplot as plt
@@ -37,9 +38,12 @@ def _save(fig, path):
     return fig
 
 
-def _with_details(title: str, *details) -> str:
+def _with_details(title: str, *details, width: int = 80) -> str:
+    """`title`, then the details on lines of at most `width` characters (never cut off)."""
     details = [d for d in details if d]
-    return f"{title}\n{', '.join(details)}" if details else title
+    if not details:
+        return title
+    return "\n".join([title, *textwrap.wrap(", ".join(details), width)])
 
 
 def _run_details(protocol=None, seed=None) -> list[str]:

@@ -422,7 +422,8 @@ def describe_step(row) -> str:
     if row["verdict"] == "one seed":
         relation = "within" if abs(row["difference"]) <= row["wobble"] else "larger than"
         return (f"{head} ({n}, no interval; last-3-epoch means {row['last-3 difference']:+.2f}): "
-                f"one seed per run cannot separate the steps; the difference is {relation} the "
+                f"with one seed on {'a side' if max(row['n from'], row['n to']) > 1 else 'each side'}"
+                f" no interval can separate the step; the difference is {relation} the "
                 f"largest one-epoch change of these runs over their last {WOBBLE_EPOCHS} epochs "
                 f"({row['wobble']:.2f}).")
     interval = f"95 % CI {row['ci low']:+.1f} to {row['ci high']:+.1f}, Welch t, {n}"

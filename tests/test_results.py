@@ -114,17 +114,27 @@ def test_table1_details_give_hardware_and_speed_of_each_protocols_own_runs(tmp_p
     assert e2["params"] == 727_594 and e2["report params"] == 727_594
 
 
+def committed_top1(run_glob):
+    """Final top-1 of the committed run folders matching `run_glob`, read straight from disk."""
+    return [json.loads(f.read_text())["top1"] for f in sorted(COMMITTED.glob(f"{run_glob}/metrics.json"))]
+
+
 def test_table1_shows_the_committed_runs():
     table = results.table1(COMMITTED).set_index("run")
-    assert table.loc["baseline", ["paper n", "paper mean"]].tolist() == [1, 57.94]
-    assert table.loc["baseline", "mean - report"] == pytest.approx(11.40)
-    assert table.loc["e4", "tuned2 mean (n)"] == "80.19 (1)"
+    baseline = committed_top1("baseline") + committed_top1("baseline_seed*")
+    assert table.loc["baseline", "paper n"] == len(baseline)
+    assert table.loc["baseline", "paper mean"] == pytest.approx(sum(baseline) / len(baseline), abs=0.01)
+    assert table.loc["baseline", "mean - report"] == pytest.approx(
+        sum(baseline) / len(baseline) - 46.54, abs=0.01)
+    assert table.loc["e4", "tuned2 mean (n)"] == f"{committed_top1('e4_tuned2')[0]:.2f} (1)"
     assert pd.isna(table.loc["e5", "paper mean"])
     details = results.table1_details(COMMITTED).set_index(["run", "protocol"])
+    tuned2 = json.loads((COMMITTED / "e4_tuned2" / "metrics.json").read_text())
+    paper = json.loads((COMMITTED / "e4" / "metrics.json").read_text())
     assert details.loc[("e4", "tuned2"), ["hardware", "s/epoch"]].tolist() == [
-        "AMD EPYC, 2 cores (CPU)", 1028.9]
+        tuned2["hardware"], tuned2["seconds_per_epoch"]]
     assert details.loc[("e4", "paper"), ["hardware", "s/epoch"]].tolist() == [
-        "1x NVIDIA H100 80GB HBM3", 4.0]
+        paper["hardware"], paper["seconds_per_epoch"]]
 
 
 # ---------------------------------------------------------------- the report's steps
@@ -138,7 +148,7 @@ def test_steps_with_one_seed_give_no_interval_and_say_so(tmp_path):
     assert pd.isna(row["ci low"]) and pd.isna(row["ci high"])
     sentence = results.step_sentences(tmp_path)[3]
     assert sentence.startswith("E2 -> E4: +1.50 points (n = 1 and 1, no interval")
-    assert "one seed per run cannot separate the steps" in sentence
+    assert "with one seed on each side no interval can separate the step" in sentence
 
 
 def test_steps_with_seeds_give_a_welch_interval_and_a_verdict(tmp_path):
@@ -158,12 +168,20 @@ def test_steps_with_seeds_give_a_welch_interval_and_a_verdict(tmp_path):
     assert sentences[0] == "baseline -> E1: not measured (no finished baseline or E1 run)."
 
 
-def test_steps_on_the_committed_runs_say_one_seed_cannot_separate_them():
+def test_steps_on_the_committed_runs_are_differences_of_seed_means():
     table = results.steps(COMMITTED)
     assert list(table["step"]) == ["baseline -> E1", "E1 -> E2", "E2 -> E3", "E2 -> E4"]
-    assert table["difference"].tolist() == pytest.approx([3.71, 3.83, 1.04, 1.53])
-    assert set(table["verdict"]) == {"one seed"}
-    assert all("one seed per run" in s for s in results.step_sentences(COMMITTED))
+    mean = {name: sum(v) / len(v) for name, v in {
+        "baseline": committed_top1("baseline") + committed_top1("baseline_seed*"),
+        **{e: committed_top1(e) + committed_top1(f"{e}_seed*") for e in ("e1", "e2", "e3", "e4")},
+    }.items()}
+    expected = [mean["e1"] - mean["baseline"], mean["e2"] - mean["e1"],
+                mean["e3"] - mean["e2"], mean["e4"] - mean["e2"]]
+    assert table["difference"].tolist() == pytest.approx(expected, abs=0.01)
+    sentences = results.step_sentences(COMMITTED)
+    for (_, row), sentence in zip(table.iterrows(), sentences):
+        if min(row["n from"], row["n to"]) < 2:  # an interval needs two seeds on each side
+            assert row["verdict"] == "one seed" and "no interval can separate" in sentence
 
 
 # ---------------------------------------------------------------- reading runs
