@@ -123,8 +123,8 @@ def _prune(args):
 def _study(args):
     from squeeze_keras.study import run_study
 
-    run_study(args.notebooks, data=args.data, epochs=args.epochs, smoke=args.smoke,
-              only=args.only)
+    run_study(args.notebooks, data=args.data, epochs=args.epochs, seed=args.seed,
+              smoke=args.smoke, only=args.only)
 
 
 # ---------------------------------------------------------------- parser
@@ -189,6 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="execute every notebook in order (papermill)")
     p.add_argument("--data", default="tfds", help="tfds (default) or an image folder / .tar.gz path")
     p.add_argument("--epochs", type=_positive_int, default=20)
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="SEED of the experiment notebooks (k > 0 trains <run>_seed<k>)")
     p.add_argument("--smoke", action="store_true",
                    help="synthetic data, 1 epoch, copies in a temporary folder")
     p.add_argument("--notebooks", default="notebooks", help="notebooks folder (default: notebooks)")

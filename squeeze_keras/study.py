@@ -79,13 +79,13 @@ def write_atomically(nb, path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool) -> dict:
-    """The papermill parameters the study runs a notebook with."""
+def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int = 0) -> dict:
+    """The papermill parameters the study runs a notebook with (`seed`: experiment notebooks)."""
     params = {"SMOKE": smoke}
     if smoke:
         return params
     if stem in EXPERIMENT_NOTEBOOKS:
-        params.update(TRAIN=True, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
+        params.update(TRAIN=True, SEED=seed, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
                       FIGURES_DIR=FIGURES_DIR)
     elif stem == SMALL_MODELS_NOTEBOOK:
         params.update(TRAIN=True, DATA=data, RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
@@ -97,7 +97,7 @@ def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool) -> dict:
     return params
 
 
-def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
+def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, smoke=False,
               only=None, log=print):
     """Executes the notebooks in the report's order; stops at the first failure.
 
@@ -107,6 +107,8 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
             passed relative to the notebooks folder, where they run, so no
             absolute path of this machine lands in the notebooks.
         epochs: `EPOCHS` parameter. Defaults to `20`.
+        seed: `SEED` parameter of the experiment notebooks (seed k > 0 trains
+            `<run>_seed<k>`). Defaults to `0`.
         smoke: run copies in smoke mode in a temporary folder. Defaults to `False`.
         only: stems of the notebooks to run (default `None`: all, in order).
         log: where progress lines go.
@@ -143,8 +145,9 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, smoke=False,
         source = notebooks_dir / f"{stem}.ipynb"
         target = out_dir / f"{stem}.ipynb"
         partial = out_dir / f".{stem}.running.ipynb"
-        params = parameters_for(stem, data=data, epochs=epochs, smoke=smoke)
-        mode = "smoke" if smoke else f"{epochs} epochs" if stem in EXPERIMENT_NOTEBOOKS else "full"
+        params = parameters_for(stem, data=data, epochs=epochs, smoke=smoke, seed=seed)
+        mode = ("smoke" if smoke else f"{epochs} epochs, seed {seed}"
+                if stem in EXPERIMENT_NOTEBOOKS else "full")
         log(f"[{i}/{len(stems)}] {stem}: running ({mode})")
         start = time.perf_counter()
         try:
