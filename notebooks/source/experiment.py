@@ -80,9 +80,30 @@ print(format_table2(table2(model)))
 print(f"\nparameters: {model.count_params():,} (report: {config.report_params:,})")
 
 # %% [markdown]
+# ## Training a run of your own
+#
+# Only with `TRAIN = True` (or in smoke mode): Keras `fit` prints one line per epoch. A
+# finished run with the same settings in `RUNS_DIR` is shown as it is; one with other settings
+# is refused with the fields that differ.
+
+# %%
+result = run.run() if run.train else None
+if result is None:
+    print(run.how_to_train())
+else:
+    display(result.history.round(4))
+
+# %%
+if result is not None:
+    plot_history(result.history, f"{config.name}: {config.description}", run.figure_path,
+                 report_top1=config.report_top1, protocol=config.protocol.name, seed=run.seed)
+    print(notebook.result_line(result.metrics))
+
+# %% [markdown]
 # ## The committed runs
 #
-# Every run of this experiment in `RESULTS_DIR`: each protocol and seed, with the machine it
+# Every run of this experiment in `RESULTS_DIR` (the one just trained included, when
+# `RUNS_DIR` is `RESULTS_DIR`): each protocol and seed, with the machine it
 # ran on and its median seconds per epoch (test evaluation included). The machines differ by
 # a factor of a few hundred, so the seconds compare runs on the same hardware only. Top-1 is
 # that of the last epoch on the test split, as in the report.
@@ -106,25 +127,6 @@ for committed_run in committed.values():
 if len(committed) > 1:
     plot_validation_curves(notebook.histories_by_protocol(committed),
                            f"{config.name}: every committed run", training=True)
-
-# %% [markdown]
-# ## Training a run of your own
-#
-# Only with `TRAIN = True` (or in smoke mode). A finished run with the same settings in
-# `RUNS_DIR` is shown as it is; one with other settings is refused with the fields that differ.
-
-# %%
-result = run.run() if run.train else None
-if result is None:
-    print(run.how_to_train())
-else:
-    display(result.history.round(4))
-
-# %%
-if result is not None:
-    plot_history(result.history, f"{config.name}: {config.description}", run.figure_path,
-                 report_top1=config.report_top1, protocol=config.protocol.name, seed=run.seed)
-    print(notebook.result_line(result.metrics))
 
 # %% [markdown]
 # All runs side by side: `06_results.ipynb`.
