@@ -50,6 +50,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _holdout(text: str):
+    """Images per class (`100`) or a fraction of each class (`0.2`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+    if value is None or value <= 0 or (isinstance(value, float) and value >= 1):
+        raise argparse.ArgumentTypeError(
+            f"must be images per class (a positive integer, e.g. 100) or a fraction of each "
+            f"class between 0 and 1 (e.g. 0.2), got {text}")
+    return value
+
+
 def _out_folder(text: str) -> str:
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
@@ -87,13 +103,15 @@ def _train(args):
         args.experiment, seeds, epochs=args.epochs, data=args.data, out_dir=args.out,
         protocol=args.protocol, limit=args.limit, precision=args.precision,
         data_dir=args.data_dir, overwrite=args.overwrite, verbose=args.verbose,
+        holdout=args.holdout, holdout_seed=args.holdout_seed,
     )
     for result in results:
         m = result.metrics
         done = {"trained": "trained", "resumed": "resumed and finished",
                 "finished": "already finished, not retrained"}[result.status]
+        on = m.get("evaluation", "test")
         print(f"{m['experiment']} ({m['protocol']}, seed {m['seed']}): {done}. "
-              f"Top-1 {m['top1']:.2f} % (report {m['report_top1']}), {m['epochs']} epochs, "
+              f"Top-1 {m['top1']:.2f} % on {on} (report {m['report_top1']}), {m['epochs']} epochs, "
               f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
 
 
@@ -124,7 +142,7 @@ def _study(args):
     from squeeze_keras.study import run_study
 
     run_study(args.notebooks, data=args.data, epochs=args.epochs, seed=args.seed,
-              smoke=args.smoke, only=args.only)
+              holdout=args.holdout, smoke=args.smoke, only=args.only)
 
 
 # ---------------------------------------------------------------- parser
@@ -161,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="a seeded random subset of this many examples per split (smoke runs)")
     p.add_argument("--precision", default="auto",
                    help="auto (default), float32, mixed_float16 or mixed_bfloat16")
+    p.add_argument("--holdout", type=_holdout, default=None,
+                   help="evaluate on a stratified hold-out of train/: images per class (e.g. "
+                        "100) or a fraction (e.g. 0.2); needed for a source without test/, "
+                        "whose test/ is otherwise ignored during training. Run folder: "
+                        "<run>_holdout<N>")
+    p.add_argument("--holdout-seed", type=_seed, default=0,
+                   help="seed of the hold-out choice, the same for every run seed (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="empty the run folder and train afresh")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
@@ -191,6 +216,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=20)
     p.add_argument("--seed", type=_seed, default=0,
                    help="SEED of the experiment notebooks (k > 0 trains <run>_seed<k>)")
+    p.add_argument("--holdout", type=_holdout, default=None,
+                   help="HOLDOUT of the experiment notebooks (see train --holdout)")
     p.add_argument("--smoke", action="store_true",
                    help="synthetic data, 1 epoch, copies in a temporary folder")
     p.add_argument("--notebooks", default="notebooks", help="notebooks folder (default: notebooks)")

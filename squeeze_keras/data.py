@@ -29,55 +29,48 @@ may not be installed) the same steps run in NumPy in an `ArrayBatches`
 `keras.utils.PyDataset`: same normalisation, same kind of augmentation, the
 same padded batches.
 
-A .tar.gz source is unpacked once into the temp folder (into a temporary
-sibling that is renamed into place when complete), and its decoded images are
-cached there as an uncompressed `.npz`, written atomically; a corrupt cache is
-reported, deleted and rebuilt.
+Where the arrays come from (tfds, image folders and archives, synthetic data,
+hold-out splits) is `squeeze_keras.sources`; its public names are re-exported
+here.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import hashlib
 import os
-import pathlib
-import shutil
-import tarfile
-import tempfile
-import warnings
-import zipfile
-import zlib
 
 import keras
 import numpy as np
 
 from squeeze_keras.experiments import DATASETS, PREPROCESSING
-from squeeze_keras.fileio import atomic_path
+from squeeze_keras.sources import (  # noqa: F401  (re-exported: the data API in one place)
+    ARCHIVE_SUFFIXES, IMAGE_SHAPE, IMAGE_SUFFIXES, NAMED_SOURCES, DataError, check_holdout,
+    folder_arrays, folder_source, holdout_identity, holdout_label, holdout_split,
+    source_identity, source_kind, source_label, synthetic_arrays, tfds_arrays, train_listing,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CROP_PADDING = 4
-IMAGE_SHAPE = (32, 32, 3)
-NAMED_SOURCES = ("tfds", "synthetic")
 PIPELINES = ("auto", "tf.data", "numpy")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-
-
-class DataError(ValueError):
-    """Raised for a dataset that cannot be loaded; says what to do about it."""
+TEST = "test"
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Train and test pipelines, the uint8 arrays behind them, and their sizes.
+    """Train and evaluation pipelines, the uint8 arrays behind them, and their sizes.
 
     `train_size`/`test_size` count real examples (padding excluded);
     `x_train`, `y_train`, `x_test`, `y_test` are the raw uint8 images and
-    int64 labels the pipelines were built from (after `limit`).
+    int64 labels the pipelines were built from (after `limit`). `test` is the
+    evaluation split: the source's test split, or, with a hold-out, the
+    held-out training images; `evaluation` names which (`"test"` or
+    `"train hold-out, 100/class"`), and `holdout` is the split's identity
+    (`sources.holdout_identity`). With a hold-out from a source that also has
+    a test split, `x_official_test`, `y_official_test` are that split's arrays
+    (else `None`), for a separate evaluation after training.
     """
 
     train: "tf.data.Dataset | ArrayBatches"
@@ -91,338 +84,10 @@ class Splits:
     y_train: np.ndarray | None = None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
-
-
-# ---------------------------------------------------------------- source names
-
-
-def _source_kind(source) -> str:
-    """`"tfds"`, `"synthetic"` or `"folder"`; refuses anything else."""
-    source = os.fspath(source)
-    if source in NAMED_SOURCES:
-        return source
-    if os.sep in source or "/" in source or os.path.exists(source):
-        return "folder"
-    raise DataError(
-        f"Unknown data source {source!r}. Use 'tfds', 'synthetic' or a path to an "
-        "image folder (train/<class>/*, test/<class>/*) or its .tar.gz."
-    )
-
-
-def _folder_name(source) -> str:
-    return pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(source)))).name
-
-
-def source_label(source) -> str:
-    """Short label of a data source for metrics: `"tfds"`, `"synthetic"` or `"folder:<name>"`.
-
-    Args:
-        source: `"tfds"`, `"synthetic"`, or a path to an image folder or archive.
-
-    Returns:
-        The label; for a path, `"folder:"` plus its base name (e.g.
-        `"folder:cifar10-jpeg.tar.gz"`).
-    """
-    kind = _source_kind(source)
-    return kind if kind in NAMED_SOURCES else f"folder:{_folder_name(source)}"
-
-
-def _tree_fingerprint(root: pathlib.Path) -> dict:
-    """Number, total bytes and a digest of sorted (relative path, size) of a folder's images.
-
-    One `stat` per file and no reading: about a second for CIFAR's 60,000 files.
-    """
-    entries, total = [], 0
-    stack = [("", os.fspath(root))]
-    while stack:
-        prefix, folder = stack.pop()
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    stack.append((f"{prefix}{entry.name}/", entry.path))
-                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
-                    size = entry.stat().st_size
-                    entries.append(f"{prefix}{entry.name}\t{size}\n")
-                    total += size
-    entries.sort()
-    digest = hashlib.sha256("".join(entries).encode()).hexdigest()
-    return {"files": len(entries), "bytes": total, "digest": digest[:16]}
-
-
-def source_identity(source, data_dir=None) -> dict:
-    """What identifies a data source, so that a run folder can tell whether its data changed.
-
-    Args:
-        source: `"tfds"`, `"synthetic"`, or a path to an image folder or archive.
-        data_dir: tfds data folder, recorded for `"tfds"` when given.
-            Defaults to `None`.
-
-    Returns:
-        `{"source": "tfds"}` (plus `"data_dir"`, resolved, when given),
-        `{"source": "synthetic"}`, or for a path `{"source": "folder",
-        "name": <base name>, "path": <resolved absolute path>, ...}` with
-        `"bytes"` and `"mtime"` (int seconds) for an archive file, or
-        `"files"`, `"bytes"` (their total) and `"digest"` (of the sorted
-        relative paths and sizes of its images) for a folder.
-
-    Raises:
-        DataError: for an unknown name or a path that does not exist.
-    """
-    kind = _source_kind(source)
-    if kind == "tfds":
-        identity = {"source": "tfds"}
-        if data_dir is not None:
-            identity["data_dir"] = str(pathlib.Path(data_dir).expanduser().resolve())
-        return identity
-    if kind == "synthetic":
-        return {"source": "synthetic"}
-    path = pathlib.Path(os.fspath(source)).expanduser().resolve()
-    if not path.exists():
-        raise DataError(f"Data source {os.fspath(source)} does not exist.")
-    identity = {"source": "folder", "name": _folder_name(source), "path": str(path)}
-    if path.is_dir():
-        identity.update(_tree_fingerprint(path))
-    else:
-        stat = path.stat()
-        identity.update(bytes=stat.st_size, mtime=int(stat.st_mtime))
-    return identity
-
-
-# ---------------------------------------------------------------- sources
-
-
-def synthetic_arrays(classes=10, train_size=2000, test_size=500, seed=0):
-    """Deterministic CIFAR-shaped uint8 images with real class signal.
-
-    Each class has its own smooth colour template; an image is its class's
-    template, randomly shifted, plus pixel noise. A small CNN separates the
-    classes well above chance in a few hundred steps, and nothing is trivial
-    (templates overlap, noise is strong).
-    """
-    rng = np.random.default_rng(seed)
-    # Low-frequency templates: 4x4x3 random fields upsampled to 32x32.
-    coarse = rng.normal(size=(classes, 4, 4, 3))
-    templates = np.kron(coarse, np.ones((1, 8, 8, 1)))
-
-    def make(n, rng):
-        labels = rng.integers(0, classes, size=n)
-        shifts = rng.integers(-3, 4, size=(n, 2))
-        images = np.empty((n, *IMAGE_SHAPE), np.float32)
-        for i, (label, (dy, dx)) in enumerate(zip(labels, shifts)):
-            images[i] = np.roll(templates[label], (dy, dx), axis=(0, 1))
-        images = 128 + 40 * images + 40 * rng.normal(size=images.shape)
-        return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
-
-    train = make(train_size, np.random.default_rng([seed, 1]))
-    test = make(test_size, np.random.default_rng([seed, 2]))
-    return train, test
-
-
-def _read_image(path: pathlib.Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except Exception as err:  # PIL raises several types for bad files
-        raise DataError(f"Cannot read image {path}: {err}") from err
-    if array.shape != IMAGE_SHAPE:
-        raise DataError(
-            f"Image {path} has shape {array.shape}; CIFAR images are {IMAGE_SHAPE}."
-        )
-    return array
-
-
-def _extract_archive(archive: pathlib.Path, shown) -> pathlib.Path:
-    """Unpacks a .tar.gz image folder once into the temp dir; returns its root.
-
-    The archive goes into a temporary sibling folder that is renamed into
-    place only when complete, so an interrupted or failed extraction never
-    looks like a finished one. `shown` is the archive as the user named it.
-    """
-    stat = archive.stat()
-    target = pathlib.Path(tempfile.gettempdir()) / (
-        f"squeeze_keras_{archive.name.split('.')[0]}_{stat.st_size}_{int(stat.st_mtime)}"
-    )
-    if target.exists() and not (target / ".complete").exists():
-        shutil.rmtree(target, ignore_errors=True)  # left by an older, non-atomic version
-    if not target.exists():
-        partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial",
-                                                dir=target.parent))
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(partial, filter="data")
-            (partial / ".complete").touch()
-            try:
-                os.rename(partial, target)
-            except OSError:
-                if not (target / ".complete").exists():  # not a concurrent loader's copy
-                    raise
-        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-            if isinstance(err, OSError) and err.errno is not None:
-                raise DataError(
-                    f"Cannot unpack {shown} into {target.parent}: {err}") from err
-            raise DataError(
-                f"Cannot unpack {shown}: the archive is truncated or corrupt "
-                f"({type(err).__name__}: {err})."
-            ) from err
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-    # Accept an archive whose folders sit at the top or one level down.
-    if not (target / "train").is_dir():
-        subdirs = [p for p in target.iterdir() if (p / "train").is_dir()]
-        if len(subdirs) == 1:
-            return subdirs[0]
-    return target
-
-
-_CACHE_KEYS = ("x_train", "y_train", "x_test", "y_test", "class_names")
-
-
-def _read_cache(cache: pathlib.Path, classes: int):
-    """The arrays of a decoded-image cache; raises ValueError if it is not a valid one."""
-    with np.load(cache, allow_pickle=False) as f:
-        missing = [key for key in _CACHE_KEYS if key not in f.files]
-        if missing:
-            raise ValueError(f"missing arrays {missing}")
-        arrays = {key: f[key] for key in _CACHE_KEYS}
-    names = tuple(str(n) for n in arrays["class_names"])
-    if len(names) != classes:
-        raise ValueError(f"{len(names)} class names for {classes} classes")
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.shape[1:] != IMAGE_SHAPE or y.shape != x.shape[:1]:
-            raise ValueError(f"{split} arrays have shapes {x.shape} {x.dtype} and {y.shape}")
-        if y.dtype != np.int64 or (len(y) and (y.min() < 0 or y.max() >= classes)):
-            raise ValueError(f"{split} labels are not int64 in [0, {classes})")
-    return ((arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), names)
-
-
-def _cached_folder_arrays(root: pathlib.Path, classes: int, shown):
-    """`folder_arrays` of an unpacked archive, through an `.npz` cache beside it."""
-    # Decoding 60,000 JPEGs takes most of a minute; loading the uncompressed cache, a fraction
-    # of a second.
-    cache = root / f".arrays_{classes}.npz"
-    if cache.exists():
-        try:
-            return _read_cache(cache, classes)
-        except (zipfile.BadZipFile, ValueError, EOFError, KeyError, OSError) as err:
-            warnings.warn(
-                f"Decoded-image cache {cache} is unreadable ({type(err).__name__}: {err}); "
-                "deleting it and decoding the images again.", stacklevel=3)
-            cache.unlink(missing_ok=True)
-    train, test, class_names = _folder_arrays(root, classes, shown)
-    with atomic_path(cache) as tmp, open(tmp, "wb") as f:  # a file object: no ".npz" appended
-        np.savez(f, x_train=train[0], y_train=train[1], x_test=test[0], y_test=test[1],
-                 class_names=np.array(class_names))
-    return train, test, class_names
-
-
-def folder_arrays(path, classes: int):
-    """Reads `train/<class>/*` and `test/<class>/*` (PNG/JPEG) into uint8 arrays.
-
-    `path` is a folder or a .tar.gz/.tgz/.tar of one (unpacked once into the
-    temp folder, its decoded arrays cached there). Class ids follow the sorted
-    class-folder names (CIFAR's own label order for CIFAR-10). Returns
-    `((x_train, y_train), (x_test, y_test), class_names)`.
-    """
-    root = pathlib.Path(path)
-    if root.is_file() and root.name.endswith(ARCHIVE_SUFFIXES):
-        return _cached_folder_arrays(_extract_archive(root, path), classes, path)
-    if not root.exists():
-        raise DataError(
-            f"Data folder {root} does not exist. Expected train/<class>/* and "
-            "test/<class>/* image folders (or a .tar.gz of them)."
-        )
-    return _folder_arrays(root, classes, root)
-
-
-def _folder_arrays(root: pathlib.Path, classes: int, shown):
-    """Decodes an image folder; errors name `shown` (the folder or archive the user gave)."""
-    kind = "Archive" if shown != root else "Data folder"
-
-    def name(path):  # as the user knows it: inside `shown`, not the temp folder
-        relative = path.relative_to(root)
-        return f"{shown}" if relative == pathlib.Path() else f"{shown}/{relative.as_posix()}"
-
-    splits, class_names = [], None
-    for split in ("train", "test"):
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise DataError(
-                f"{kind} {shown} has no '{split}/' folder. Expected "
-                "train/<class>/* and test/<class>/* image folders."
-            )
-        names = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-        if len(names) != classes:
-            raise DataError(
-                f"{name(split_dir)} has {len(names)} class folders, but the dataset has "
-                f"{classes} classes. Check the folder or the dataset name."
-            )
-        if class_names is not None and names != class_names:
-            raise DataError(f"train/ and test/ of {shown} have different class folders.")
-        class_names = names
-        paths, labels = [], []
-        for label, class_name in enumerate(names):
-            files = sorted(
-                p for p in (split_dir / class_name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not files:
-                raise DataError(
-                    f"Class folder {name(split_dir / class_name)} holds no PNG or JPEG images.")
-            paths.extend(files)
-            labels.extend([label] * len(files))
-        # Pillow decodes outside the GIL, so threads use every core.
-        with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
-            images = list(pool.map(_read_image, paths, chunksize=256))
-        splits.append((np.stack(images), np.asarray(labels, np.int64)))
-    return splits[0], splits[1], tuple(class_names)
-
-
-def _import_error_in(err: BaseException) -> ImportError | None:
-    """The ImportError that `err` is or was raised from, if any."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, ImportError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def tfds_arrays(dataset: str, data_dir=None, download=True):
-    """Loads a tfds CIFAR dataset into uint8 arrays (what Colab users get)."""
-    offline = ("pass an image folder (train/<class>/*, test/<class>/*) or its .tar.gz as "
-               "the source, e.g. `python -m squeeze_keras train e4 --data path/to/cifar10`.")
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as err:
-        raise DataError(
-            f"The 'tfds' source needs tensorflow-datasets, but importing it failed: module "
-            f"{err.name!r} is missing or broken ({type(err).__name__}: {err}). Install it "
-            f"(`pip install tensorflow-datasets`), or {offline}"
-        ) from err
-    try:
-        train, test = tfds.load(
-            dataset, split=["train", "test"], as_supervised=True, batch_size=-1,
-            data_dir=data_dir, download=download,
-        )
-    except Exception as err:  # tfds wraps network and file errors many ways
-        missing = _import_error_in(err)
-        if missing is not None:
-            raise DataError(
-                f"tfds could not load {dataset!r}: it needs module {missing.name!r}, which is "
-                f"missing or broken ({type(missing).__name__}: {missing}). Install that module, "
-                f"or {offline}"
-            ) from err
-        raise DataError(
-            f"tfds could not load {dataset!r} ({type(err).__name__}: {err}). Without "
-            "internet, point `data_dir` at a prepared tfds folder, or " + offline
-        ) from err
-    arrays = [(np.asarray(x), np.asarray(y, np.int64)) for x, y in (train, test)]
-    return arrays[0], arrays[1]
+    evaluation: str = TEST
+    holdout: dict | None = None
+    x_official_test: np.ndarray | None = None
+    y_official_test: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------- pipelines
@@ -600,8 +265,8 @@ def resolve_pipeline(pipeline: str = "auto") -> str:
 
 def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_size=64,
          seed=0, limit=None, data_dir=None, download=True, synthetic_sizes=(2000, 500),
-         pipeline="auto"):
-    """Train and test pipelines of CIFAR-10/100 from a named source.
+         pipeline="auto", holdout=None, holdout_seed=0, log=print):
+    """Train and evaluation pipelines of CIFAR-10/100 from a named source.
 
     Args:
         dataset: `"cifar10"` or `"cifar100"`. Defaults to `"cifar10"`.
@@ -623,10 +288,17 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
         pipeline: `"tf.data"`, `"numpy"` (an `ArrayBatches`), or `"auto"`:
             tf.data under Keras's TensorFlow backend, NumPy under the others.
             Defaults to `"auto"`.
+        holdout: evaluate on a stratified hold-out of the training images
+            instead of the test split: images per class (an integer) or a
+            fraction of each class (a float in (0, 1)). Required for a folder
+            without `test/`. Defaults to `None` (the test split).
+        holdout_seed: seed of the hold-out choice, independent of `seed`, so
+            every run sees the same split. Defaults to `0`.
+        log: where a note goes when a hold-out replaces an existing test split.
 
     Returns:
-        A `Splits` with the `train` and `test` pipelines (batches of
-        `(images, labels, weights)`), the real sizes and the uint8 arrays.
+        A `Splits` with the `train` and `test` (evaluation) pipelines (batches
+        of `(images, labels, weights)`), the real sizes and the uint8 arrays.
     """
     if dataset not in DATASETS:
         raise DataError(f"Unknown dataset {dataset!r}. Known datasets: {sorted(DATASETS)}")
@@ -635,14 +307,39 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
     _check_batch_size(batch_size)
     pipeline = resolve_pipeline(pipeline)
     classes = DATASETS[dataset]
-    kind = _source_kind(source)
+    kind = source_kind(source)
+    names = None
     if kind == "synthetic":
         (x_train, y_train), (x_test, y_test) = synthetic_arrays(
             classes, *synthetic_sizes, seed=seed)
     elif kind == "tfds":
         (x_train, y_train), (x_test, y_test) = tfds_arrays(dataset, data_dir, download)
     else:
-        (x_train, y_train), (x_test, y_test), _ = folder_arrays(os.fspath(source), classes)
+        arrays = folder_source(os.fspath(source), classes)
+        x_train, y_train, names = arrays["x_train"], arrays["y_train"], arrays["train_files"]
+        if bool(arrays["has_test"]):
+            x_test, y_test = arrays["x_test"], arrays["y_test"]
+        elif holdout is None:
+            raise DataError(
+                f"{os.fspath(source)} has no 'test/' folder, so there is nothing to evaluate on: "
+                "hold out part of train/ with --holdout N (images per class, e.g. --holdout 100; "
+                "Python: holdout=100), or add test/<class>/* images.")
+        else:
+            x_test = y_test = None
+    evaluation, identity, official = TEST, None, None
+    if holdout is not None:
+        if names is None:
+            names = [str(i) for i in range(len(y_train))]
+        identity = holdout_identity(names, y_train, holdout, holdout_seed)
+        if x_test is not None:
+            log(f"--holdout {holdout}: evaluating on {identity['held_out']:,} held-out training "
+                f"images; the source's test split ({len(x_test):,} images) is evaluated "
+                "separately at the end, not used during training.")
+            official = (x_test, y_test)
+        train_idx, held_idx = holdout_split(y_train, holdout, holdout_seed)
+        x_test, y_test = x_train[held_idx], y_train[held_idx]
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
+        evaluation = f"train hold-out, {holdout_label(holdout)}"
     if limit is not None:
         # A seeded subset, so a small slice still holds every class.
         rng = np.random.default_rng(seed)
@@ -650,6 +347,9 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
         test_idx = np.sort(rng.permutation(len(x_test))[:limit])
         x_train, y_train = x_train[train_idx], y_train[train_idx]
         x_test, y_test = x_test[test_idx], y_test[test_idx]
+        if official is not None:
+            keep = np.sort(rng.permutation(len(official[0]))[:limit])
+            official = (official[0][keep], official[1][keep])
     kwargs = dict(preprocessing=preprocessing, batch_size=batch_size, seed=seed)
     make = make_pipeline if pipeline == "tf.data" else ArrayBatches
     return Splits(
@@ -658,4 +358,7 @@ def load(dataset="cifar10", source="tfds", *, preprocessing="imagenet", batch_si
         dataset=dataset, source=kind, classes=classes,
         train_size=len(x_train), test_size=len(x_test),
         x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+        evaluation=evaluation, holdout=identity,
+        x_official_test=None if official is None else official[0],
+        y_official_test=None if official is None else official[1],
     )

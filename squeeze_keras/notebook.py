@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import tempfile
 
 import pandas as pd
 
 from squeeze_keras import experiments
-from squeeze_keras.data import NAMED_SOURCES
+from squeeze_keras.data import NAMED_SOURCES, check_holdout, holdout_label
 from squeeze_keras.devices import hardware
 from squeeze_keras.runs import RunResult, load_run, run_dir_for, run_name
 from squeeze_keras.train import run_experiment
@@ -57,17 +58,26 @@ class Settings:
     limit: int | None
     runs_dir: pathlib.Path
     figures_dir: pathlib.Path | None
+    holdout: int | float | None = None
+    holdout_seed: int = 0
 
     @property
     def run_dir(self) -> pathlib.Path:
-        return run_dir_for(self.config, self.runs_dir, self.seed)
+        return run_dir_for(self.config, self.runs_dir, self.seed, self.holdout)
 
     @property
     def figure_path(self) -> pathlib.Path | None:
         """Where the trained run's curves are saved (`None`: shown only)."""
         if self.figures_dir is None:
             return None
-        return self.figures_dir / f"{run_name(self.config, self.seed)}_accuracy.png"
+        return self.figures_dir / f"{run_name(self.config, self.seed, self.holdout)}_accuracy.png"
+
+    @property
+    def evaluation(self) -> str:
+        """The split the run is evaluated on: `"test"` or `"train hold-out, N/class"`."""
+        if self.holdout is None:
+            return "test"
+        return f"train hold-out, {holdout_label(self.holdout)}"
 
     def run(self, verbose=2) -> RunResult:
         """Trains (or resumes, or reloads the same finished run) through `run_experiment`."""
@@ -75,17 +85,22 @@ class Settings:
             raise RuntimeError("TRAIN = False: set TRAIN = True to train a run.")
         return run_experiment(
             self.config, epochs=self.epochs, data=self.data, out_dir=self.runs_dir,
-            seed=self.seed, limit=self.limit, verbose=verbose,
+            seed=self.seed, limit=self.limit, verbose=verbose, holdout=self.holdout,
+            holdout_seed=self.holdout_seed,
         )
 
     def how_to_train(self) -> str:
+        held = "" if self.holdout is None else f" --holdout {self.holdout}"
         return (f"TRAIN = False: nothing trained. Set TRAIN = True to train {self.config.name} "
                 f"({self.config.protocol.name} protocol, seed {self.seed}) into "
                 f"{self.run_dir.as_posix()}, or run `python -m squeeze_keras train "
-                f"{self.config.name} --protocol {self.config.protocol.name} --seed {self.seed}`.")
+                f"{self.config.name} --protocol {self.config.protocol.name} --seed {self.seed}"
+                f"{held}`.")
 
     def __str__(self):
-        name = f"{self.config.name} ({self.config.protocol.name} protocol, seed {self.seed})"
+        held = "" if self.holdout is None else f", evaluated on the {self.evaluation}"
+        name = (f"{self.config.name} ({self.config.protocol.name} protocol, seed {self.seed}"
+                f"{held})")
         if self.smoke:
             return (f"{name}: SMOKE, 1 epoch on {self.limit} synthetic examples in a "
                     "temporary folder (a check that everything runs, not a result)")
@@ -97,7 +112,8 @@ class Settings:
 
 
 def settings(experiment, *, train=False, epochs=20, data="tfds", smoke=False, seed=0,
-             protocol="paper", runs_dir="../runs", figures_dir=None) -> Settings:
+             protocol="paper", runs_dir="../runs", figures_dir=None, holdout=None,
+             holdout_seed=0) -> Settings:
     """Settings for an experiment notebook's parameters.
 
     Args:
@@ -111,48 +127,67 @@ def settings(experiment, *, train=False, epochs=20, data="tfds", smoke=False, se
             `"../runs"` (the study passes `"../results"`).
         figures_dir: folder to save the trained run's curves into; `None`
             shows them only. Defaults to `None`.
+        holdout, holdout_seed: evaluate on a hold-out of the training images
+            (`run_experiment`). Defaults to `None` (the test split).
     """
     config = experiments.get(experiment).with_protocol(protocol)
+    if holdout is not None:
+        holdout = check_holdout(holdout)
     if smoke_requested(smoke):
         scratch = scratch_dir()
+        smoke_holdout = None if holdout is None else 1  # a few synthetic images per class
         return Settings(config, True, 1, "synthetic", seed, True, SMOKE_LIMIT,
-                        scratch / "runs", scratch / "figures")
+                        scratch / "runs", scratch / "figures", smoke_holdout, holdout_seed)
     return Settings(config, bool(train), epochs, data, seed, False, None,
                     pathlib.Path(runs_dir),
-                    None if figures_dir is None else pathlib.Path(figures_dir))
+                    None if figures_dir is None else pathlib.Path(figures_dir),
+                    holdout, holdout_seed)
 
 
 # ---------------------------------------------------------------- committed runs
 
 
+_SUFFIX = re.compile(r"(?:_holdout(?P<holdout>[0-9.]+))?(?:_seed(?P<seed>\d+))?")
+
+
+def _group(metrics: dict) -> str:
+    """A run's protocol, and its evaluation split when that is not the test split."""
+    evaluation = metrics.get("evaluation", "test")
+    return metrics["protocol"] + ("" if evaluation == "test" else f", {evaluation}")
+
+
 def _label(metrics: dict) -> str:
     seed = metrics.get("seed") or 0
-    return metrics["protocol"] + (f" seed {seed}" if seed else "")
+    return _group(metrics) + (f" seed {seed}" if seed else "")
 
 
 def committed_runs(experiment: str, results_dir) -> dict[str, RunResult]:
     """`{label: RunResult}` for every finished run of `experiment` in `results_dir`.
 
-    Every protocol and every seed (`paper`, `tuned2`, `paper seed 1`...), in
-    the order of `experiments.PROTOCOLS`, then seed.
+    Every protocol, evaluation split and seed (`paper`, `tuned2`, `paper seed 1`,
+    `paper, train hold-out, 100/class`...), in the order of
+    `experiments.PROTOCOLS`, official-split runs before hold-out ones, then seed.
     """
     found = []
     for order, protocol in enumerate(experiments.PROTOCOLS):
         base = run_name(experiments.get(experiment).with_protocol(protocol))
         for metrics_file in pathlib.Path(results_dir).glob(f"{base}*/metrics.json"):
-            suffix = metrics_file.parent.name[len(base):]
-            if suffix and not (suffix.startswith("_seed") and suffix[5:].isdigit()):
+            match = _SUFFIX.fullmatch(metrics_file.parent.name[len(base):])
+            if not match:
                 continue  # another protocol or experiment with this prefix
             run = load_run(metrics_file.parent)
-            found.append((order, run.metrics.get("seed") or 0, run))
-    return {_label(run.metrics): run for _, _, run in sorted(found, key=lambda f: f[:2])}
+            found.append((order, match["holdout"] or "", run.metrics.get("seed") or 0, run))
+    return {_label(run.metrics): run for *_, run in sorted(found, key=lambda f: f[:3])}
 
 
 def histories_by_protocol(runs: dict[str, RunResult]) -> dict:
-    """`{protocol: {seed: history}}` of runs, as `plots.plot_validation_curves` takes them."""
+    """`{protocol[, evaluation split]: {seed: history}}` of runs, for `plot_validation_curves`.
+
+    Runs evaluated on different splits are never averaged together.
+    """
     grouped = {}
     for run in runs.values():
-        grouped.setdefault(run.metrics["protocol"], {})[run.metrics.get("seed") or 0] = run.history
+        grouped.setdefault(_group(run.metrics), {})[run.metrics.get("seed") or 0] = run.history
     return grouped
 
 
@@ -162,12 +197,14 @@ def runs_table(runs: dict[str, RunResult]) -> pd.DataFrame:
     for label, run in runs.items():
         m = run.metrics
         rows.append({
-            "run": label, "folder": run.run_dir.name, "top-1": m["top1"], "top-5": m["top5"],
+            "run": label, "folder": run.run_dir.name, "evaluated on": m.get("evaluation", "test"),
+            "top-1": m["top1"], "top-5": m["top5"],
             "best epoch top-1": m.get("best_val_top1"), "report top-1": m.get("report_top1"),
             "epochs": m["epochs"], "s/epoch": m["seconds_per_epoch"],
             "precision": m["precision"], "hardware": m["hardware"], "data": m["data_source"],
         })
-    return pd.DataFrame(rows, columns=["run", "folder", "top-1", "top-5", "best epoch top-1",
+    return pd.DataFrame(rows, columns=["run", "folder", "evaluated on", "top-1", "top-5",
+                                       "best epoch top-1",
                                        "report top-1", "epochs", "s/epoch", "precision",
                                        "hardware", "data"])
 
@@ -177,9 +214,10 @@ def not_run_note(config: experiments.ExperimentConfig, results_dir="../results")
     how = (f"To make one: TRAIN = True in this notebook, or `python -m squeeze_keras train "
            f"{config.name} --data tfds`")
     if config.dataset == "cifar100":
-        return (f"Not run here: no committed {config.name} run in {results_dir}. CIFAR-100 comes "
-                "only from tfds, which downloads it (internet); the offline machines this study "
-                "ran on have no CIFAR-100 copy. " + how + " where tfds can download (e.g. Colab).")
+        return (f"Not run yet: no committed {config.name} run in {results_dir}. " + how +
+                " where tfds can download (e.g. Colab), or with an image folder of CIFAR-100's "
+                "training images and `--holdout 100` (HOLDOUT = 100), evaluated on a hold-out of "
+                "them.")
     return f"Not run yet: no committed {config.name} run in {results_dir}. " + how + "."
 
 
@@ -194,9 +232,17 @@ def committed_summary(config: experiments.ExperimentConfig, runs: dict[str, RunR
 
 
 def result_line(metrics: dict) -> str:
-    """A run's result and where it was made, in two lines."""
+    """A run's result, on which split, and where it was made, in two or three lines."""
     report = metrics.get("report_top1")
     beside = f" (report: {report:.2f} %)" if report is not None else ""
-    return (f"top-1 {metrics['top1']:.2f} %{beside}, top-5 {metrics['top5']:.2f} %\n"
-            f"{metrics['epochs']} epochs, {metrics['seconds_per_epoch']} s/epoch, "
-            f"{metrics['precision']}, {metrics['hardware']}; data: {metrics['data_source']}")
+    coarse = (f", coarse (20 superclasses) top-1 {metrics['coarse_top1']:.2f} %"
+              if "coarse_top1" in metrics else "")
+    lines = [f"top-1 {metrics['top1']:.2f} %{beside}, top-5 {metrics['top5']:.2f} %{coarse} "
+             f"on the {metrics.get('evaluation', 'test')} ({metrics['test_size']:,} images)"]
+    if "official_test" in metrics:
+        official = metrics["official_test"]
+        lines.append(f"official test split ({official['images']:,} images, not used in "
+                     f"training): top-1 {official['top1']:.2f} %, top-5 {official['top5']:.2f} %")
+    lines.append(f"{metrics['epochs']} epochs, {metrics['seconds_per_epoch']} s/epoch, "
+                 f"{metrics['precision']}, {metrics['hardware']}; data: {metrics['data_source']}")
+    return "\n".join(lines)

@@ -65,25 +65,28 @@ def _seed_label(seeds) -> str:
 
 
 def plot_history(history, title: str, path=None, report_top1: float | None = None,
-                 protocol: str | None = None, seed: int | None = None):
+                 protocol: str | None = None, seed: int | None = None,
+                 evaluation: str = "test"):
     """Accuracy and loss per epoch, train and validation; saved to `path` if given.
 
     The accuracy panel's y range includes the report's top-1 (a dotted line)
     with a margin, so that the line never lies on the frame. `protocol` and
-    `seed`, where given, are named under the title.
+    `seed`, where given, are named under the title; `evaluation` names the
+    validation split (`"test"`, or e.g. `"train hold-out, 100/class"`).
     """
     epochs = history["epoch"] + 1
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
     train, val = 100 * history["accuracy"], 100 * history["val_accuracy"]
+    validation = f"validation ({evaluation}{' split' if evaluation == 'test' else ''})"
     acc.plot(epochs, train, label="training")
-    acc.plot(epochs, val, label="validation (test split)")
+    acc.plot(epochs, val, label=validation)
     if report_top1 is not None:
         acc.axhline(report_top1, color="grey", linestyle=":", label=f"report: {report_top1:.2f} %")
     _accuracy_limits(acc, [*train, *val], report_top1)
     acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     acc.legend()
     loss.plot(epochs, history["loss"], label="training")
-    loss.plot(epochs, history["val_loss"], label="validation (test split)")
+    loss.plot(epochs, history["val_loss"], label=validation)
     loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     loss.legend()
     for ax in (acc, loss):

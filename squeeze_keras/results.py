@@ -82,6 +82,56 @@ def seed_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
     return dict(sorted(runs.items()))
 
 
+def holdout_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
+    """`{evaluation: {seed: RunResult}}` of an experiment's runs evaluated on a hold-out.
+
+    Hold-out runs live in `<run>_holdout<N>[_seed<k>]`; `evaluation` is the
+    split they were evaluated on (`"train hold-out, 100/class"`). They never
+    count among the official-split seeds of `seed_runs`.
+    """
+    base = run_name(experiments.get(experiment).with_protocol(protocol))
+    pattern = re.compile(rf"{re.escape(base)}_holdout[0-9.]+(?:_seed(\d+))?")
+    found = {}
+    for metrics_file in pathlib.Path(results_dir).glob(f"{base}_holdout*/metrics.json"):
+        match = pattern.fullmatch(metrics_file.parent.name)
+        if match:
+            run = load_run(metrics_file.parent)
+            evaluation = run.metrics.get("evaluation", "train hold-out")
+            found.setdefault(evaluation, {})[int(match.group(1) or 0)] = run
+    return {k: dict(sorted(v.items())) for k, v in sorted(found.items())}
+
+
+def calibration(results_dir, experiment: str = "e4", protocol: str = "paper") -> pd.DataFrame:
+    """How far a hold-out figure sits from the official test split, measured on CIFAR-10.
+
+    One row per seed-0 run of `experiment`: the official-split run (trained on
+    every training image, evaluated on the test split) and each hold-out run
+    (trained on the rest, evaluated on its hold-out and, separately, on the
+    test split). Columns: run, trained on (images), evaluated on, top-1, and
+    `official test top-1` (the hold-out runs' evaluation on the test split;
+    the official run's own top-1). Missing runs are left out.
+    """
+    rows = []
+    official = seed_runs(results_dir, experiment, protocol).get(0)
+    if official is not None:
+        m = official.metrics
+        rows.append({"run": official.run_dir.name, "trained on": m.get("train_size"),
+                     "evaluated on": "test", "top-1": m["top1"], "official test top-1": m["top1"]})
+    for evaluation, seeds in holdout_runs(results_dir, experiment, protocol).items():
+        if 0 not in seeds:
+            continue
+        m = seeds[0].metrics
+        rows.append({"run": seeds[0].run_dir.name, "trained on": m.get("train_size"),
+                     "evaluated on": evaluation, "top-1": m["top1"],
+                     "official test top-1": m.get("official_test", {}).get("top1")})
+    df = pd.DataFrame(rows, columns=["run", "trained on", "evaluated on", "top-1",
+                                     "official test top-1"])
+    df["trained on"] = df["trained on"].astype("Int64")
+    for col in ("top-1", "official test top-1"):
+        df[col] = df[col].astype("Float64")
+    return df
+
+
 def seed_histories(results_dir, names=experiments.REPORT, protocol: str = "paper") -> dict:
     """`{experiment: {seed: history}}` of the finished runs, for `plots.plot_validation_curves`.
 
@@ -169,6 +219,15 @@ def summary(results_dir, names=experiments.REPORT) -> pd.DataFrame:
     return df
 
 
+def _holdout_stats(config, seeds: dict) -> dict:
+    """The `summary` row's numbers for the hold-out runs of one experiment."""
+    stats = _stats([r.metrics["top1"] for r in seeds.values()])
+    last = statistics.mean(last_epochs_top1(r.history) for r in seeds.values())
+    difference = (round(stats["mean"] - config.report_top1, 2)
+                  if config.report_top1 is not None else None)
+    return {**stats, "last-3 mean": round(last, 2), "difference": difference}
+
+
 def _min_max(row) -> object:
     return pd.NA if pd.isna(row["min"]) else f"{row['min']:.2f}-{row['max']:.2f}"
 
@@ -180,7 +239,9 @@ def _mean_n(row) -> object:
 def table1(results_dir, protocols=("tuned2",), names=experiments.REPORT) -> pd.DataFrame:
     """The report's Table 1 beside this project's runs, compact enough for a notebook page.
 
-    One row per experiment: `report top-1`; for the `paper` protocol the
+    One row per experiment: `evaluated on` (the test split, or for an
+    experiment with no official-split run, the hold-out its runs were
+    evaluated on), `report top-1`; for the `paper` protocol the
     number of seeds (`paper n`), the `paper mean`, `paper sd` (sample) and
     `paper min-max` of the final-epoch top-1, `paper last-3 mean` (the mean of
     each run's last three epochs, a lower-noise companion) and `mean - report`;
@@ -196,10 +257,16 @@ def table1(results_dir, protocols=("tuned2",), names=experiments.REPORT) -> pd.D
     rows = []
     for name in names:
         config = experiments.get(name)
-        paper = stats.loc[(name, "paper")]
+        paper, evaluated_on = stats.loc[(name, "paper")], "test"
+        if pd.isna(paper["mean"]):
+            # No official-split run (E5 offline): its hold-out runs, named as such.
+            for evaluation, seeds in holdout_runs(results_dir, name).items():
+                paper, evaluated_on = _holdout_stats(config, seeds), evaluation
+                break
         row = {
             "run": name,
             "change": SHORT_CHANGES.get(name, config.description),
+            "evaluated on": evaluated_on,
             "report top-1": config.report_top1,
             "paper n": paper["n"],
             "paper mean": paper["mean"],
@@ -217,7 +284,7 @@ def table1(results_dir, protocols=("tuned2",), names=experiments.REPORT) -> pd.D
     df["paper n"] = df["paper n"].fillna(0).astype("Int64")
     for col in ("report top-1", "paper mean", "paper sd", "paper last-3 mean", "mean - report"):
         df[col] = df[col].astype("Float64")
-    for col in ("paper min-max", *(f"{p} mean (n)" for p in protocols)):
+    for col in ("evaluated on", "paper min-max", *(f"{p} mean (n)" for p in protocols)):
         df[col] = df[col].astype("string")
     df["params"] = df["params"].astype("Int64")
     return df
@@ -445,7 +512,8 @@ def best_run(results_dir, dataset: str = "cifar10", names=experiments.REPORT) ->
     """The run folder with the highest top-1 on `dataset`, over every protocol and seed.
 
     Only runs of `names` (default: the report's experiments) count; run
-    folders of other or unregistered experiments are skipped.
+    folders of other or unregistered experiments, and runs evaluated on a
+    hold-out, are skipped.
 
     Raises:
         FileNotFoundError: no finished run of `dataset` in `results_dir`.
@@ -456,6 +524,8 @@ def best_run(results_dir, dataset: str = "cifar10", names=experiments.REPORT) ->
         name = metrics.get("experiment")
         if name not in names or "top1" not in metrics:
             continue
+        if metrics.get("evaluation", "test") != "test":
+            continue  # a hold-out figure is not comparable with test-split ones
         try:
             run_dataset = experiments.get(name).dataset
         except ValueError:  # listed in `names` but no longer registered

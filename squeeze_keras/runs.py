@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ import pandas as pd
 
 from squeeze_keras import experiments
 from squeeze_keras import data as data_lib
-from squeeze_keras import fileio
+from squeeze_keras import fileio, sources
 
 TRAINING_STATE = ("history.csv", "metrics.json", "model.keras", "backup", "checkpoints")
 
@@ -54,15 +53,18 @@ class RunResult:
 # ---------------------------------------------------------------- names
 
 
-def run_name(config: experiments.ExperimentConfig, seed: int = 0) -> str:
-    """`<experiment>`, plus `_<protocol>` unless `paper`, plus `_seed<k>` unless seed 0."""
+def run_name(config: experiments.ExperimentConfig, seed: int = 0, holdout=None) -> str:
+    """`<experiment>[_<protocol>][_holdout<N>][_seed<k>]`: the protocol unless `paper`,
+    the hold-out (images per class, or a fraction) when evaluating on one, the seed unless 0."""
     protocol = "" if config.protocol.name == "paper" else f"_{config.protocol.name}"
-    return f"{config.name}{protocol}{f'_seed{seed}' if seed else ''}"
+    held = "" if holdout is None else f"_holdout{sources.check_holdout(holdout)}"
+    return f"{config.name}{protocol}{held}{f'_seed{seed}' if seed else ''}"
 
 
-def run_dir_for(config: experiments.ExperimentConfig, out_dir, seed: int = 0) -> pathlib.Path:
-    """`out_dir/<run_name>`: e.g. `e4`, `e4_tuned2`, `e4_seed1`."""
-    return pathlib.Path(out_dir) / run_name(config, seed)
+def run_dir_for(config: experiments.ExperimentConfig, out_dir, seed: int = 0,
+                holdout=None) -> pathlib.Path:
+    """`out_dir/<run_name>`: e.g. `e4`, `e4_tuned2`, `e4_seed1`, `e5_holdout100`."""
+    return pathlib.Path(out_dir) / run_name(config, seed, holdout)
 
 
 # ---------------------------------------------------------------- what a run is
@@ -83,19 +85,17 @@ def data_identity(data, data_dir=None) -> dict:
     if identity.pop("mtime", None) is not None:
         # An archive (what the committed runs were made from) is identified by its
         # content, so a run folder holds no path or clock of the machine it ran on.
-        path = identity.pop("path")
-        identity["digest"] = _file_digest(path, os.stat(path).st_size, os.stat(path).st_mtime)
+        identity["digest"] = sources.file_digest(identity.pop("path"))
     return identity
 
 
-@functools.cache
-def _file_digest(path: str, size: int, mtime: float) -> str:
-    """The first 16 hex digits of a file's SHA-256 (cached per path, size and mtime)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+def holdout_identity(data, classes: int, holdout, holdout_seed: int = 0, *, seed: int = 0,
+                     data_dir=None) -> dict:
+    """`config.json["data"]["holdout"]`: the hold-out split of `data`'s training images."""
+    if isinstance(data, data_lib.Splits):
+        return data.holdout
+    names, labels = data_lib.train_listing(data, classes, seed=seed, data_dir=data_dir)
+    return data_lib.holdout_identity(names, labels, holdout, holdout_seed)
 
 
 def data_label(data) -> str:
@@ -105,10 +105,17 @@ def data_label(data) -> str:
     return data_lib.source_label(data)
 
 
-def run_spec(config, *, epochs, seed, data, limit, precision, data_dir=None) -> dict:
-    """The `config.json` of a run: everything that makes two runs the same run."""
+def run_spec(config, *, epochs, seed, data, limit, precision, data_dir=None, holdout=None,
+             holdout_seed=0) -> dict:
+    """The `config.json` of a run: everything that makes two runs the same run.
+
+    With a hold-out, `data.holdout` records the split (`holdout_identity`).
+    """
     spec = {"experiment": dataclasses.asdict(config), "epochs": epochs, "seed": seed,
             "data": data_identity(data, data_dir), "limit": limit, "precision": precision}
+    if holdout is not None:
+        spec["data"]["holdout"] = holdout_identity(data, config.classes, holdout, holdout_seed,
+                                                   seed=seed, data_dir=data_dir)
     return json.loads(json.dumps(spec))  # tuples -> lists, as stored
 
 

@@ -79,14 +79,18 @@ def write_atomically(nb, path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int = 0) -> dict:
-    """The papermill parameters the study runs a notebook with (`seed`: experiment notebooks)."""
+def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int = 0,
+                   holdout=None) -> dict:
+    """The papermill parameters the study runs a notebook with (`seed`, `holdout`: experiment
+    notebooks)."""
     params = {"SMOKE": smoke}
     if smoke:
         return params
     if stem in EXPERIMENT_NOTEBOOKS:
         params.update(TRAIN=True, SEED=seed, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
                       FIGURES_DIR=FIGURES_DIR)
+        if holdout is not None:
+            params["HOLDOUT"] = holdout
     elif stem == SMALL_MODELS_NOTEBOOK:
         params.update(TRAIN=True, DATA=data, RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
     elif stem == DESIGN_SPACE_NOTEBOOK:
@@ -97,8 +101,8 @@ def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int 
     return params
 
 
-def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, smoke=False,
-              only=None, log=print):
+def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, holdout=None,
+              smoke=False, only=None, log=print):
     """Executes the notebooks in the report's order; stops at the first failure.
 
     Args:
@@ -109,6 +113,8 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, smok
         epochs: `EPOCHS` parameter. Defaults to `20`.
         seed: `SEED` parameter of the experiment notebooks (seed k > 0 trains
             `<run>_seed<k>`). Defaults to `0`.
+        holdout: `HOLDOUT` parameter of the experiment notebooks (evaluate on a
+            hold-out of the training images). Defaults to `None`.
         smoke: run copies in smoke mode in a temporary folder. Defaults to `False`.
         only: stems of the notebooks to run (default `None`: all, in order).
         log: where progress lines go.
@@ -145,7 +151,8 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, smok
         source = notebooks_dir / f"{stem}.ipynb"
         target = out_dir / f"{stem}.ipynb"
         partial = out_dir / f".{stem}.running.ipynb"
-        params = parameters_for(stem, data=data, epochs=epochs, smoke=smoke, seed=seed)
+        params = parameters_for(stem, data=data, epochs=epochs, smoke=smoke, seed=seed,
+                                holdout=holdout)
         mode = ("smoke" if smoke else f"{epochs} epochs, seed {seed}"
                 if stem in EXPERIMENT_NOTEBOOKS else "full")
         log(f"[{i}/{len(stems)}] {stem}: running ({mode})")

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import platform
 import statistics
 import time
 
 import keras
+import numpy as np
 import pandas as pd
 
-from squeeze_keras import __version__, augment, devices, experiments, fileio, runs
+from squeeze_keras import __version__, augment, classes, devices, experiments, fileio, runs
 from squeeze_keras import data as data_lib
 
 # Per-example losses are averaged over the real examples of a batch: the last
@@ -170,6 +172,38 @@ def run_metrics(config, splits, model, history, evaluation, *, seed, limit, poli
     }
 
 
+def topk_accuracy(probabilities, labels, k: int = 1) -> float:
+    """Percentage of rows whose label is among the `k` highest scores (ties: lowest index first)."""
+    top = np.argsort(-np.asarray(probabilities), axis=-1, kind="stable")[:, :k]
+    return round(100 * float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=-1))), 2)
+
+
+def evaluation_extras(model, config, splits, batch_size: int) -> dict:
+    """What `metrics.json` says beyond top-1/top-5 of the evaluation split.
+
+    `evaluation` (the split evaluated: `"test"` or `"train hold-out, N/class"`),
+    and with a hold-out its `holdout` identity and, where the source has a
+    test split, `official_test` (top-1/top-5 on it); for CIFAR-100,
+    `coarse_top1`: the 20-superclass accuracy of the fine predictions.
+    """
+    extras = {"evaluation": splits.evaluation}
+    if splits.holdout is not None:
+        extras["holdout"] = splits.holdout
+    predict = functools.partial(model.predict, batch_size=batch_size, verbose=0)
+    if splits.x_official_test is not None:
+        probs = predict(data_lib.normalize(splits.x_official_test, config.preprocessing))
+        extras["official_test"] = {
+            "top1": topk_accuracy(probs, splits.y_official_test, 1),
+            "top5": topk_accuracy(probs, splits.y_official_test, 5),
+            "images": int(len(splits.y_official_test))}
+    if config.dataset == "cifar100" and splits.x_test is not None:
+        probs = predict(data_lib.normalize(splits.x_test, config.preprocessing))
+        coarse = classes.coarse_labels
+        extras["coarse_top1"] = round(100 * float(np.mean(
+            coarse(np.argmax(probs, axis=-1)) == coarse(splits.y_test))), 2)
+    return extras
+
+
 def _check_arguments(epochs, seed, limit):
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
@@ -181,7 +215,8 @@ def _check_arguments(epochs, seed, limit):
 
 def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", seed=0,
                    protocol=None, limit=None, precision="auto", data_dir=None,
-                   overwrite=False, verbose=1, callbacks=(), strategy=None) -> runs.RunResult:
+                   overwrite=False, verbose=1, callbacks=(), strategy=None, holdout=None,
+                   holdout_seed=0) -> runs.RunResult:
     """Trains and evaluates one experiment into `out_dir/<run_name>` (e.g. `e4`, `e4_seed1`).
 
     Calling it again with the same arguments resumes an interrupted run and
@@ -207,6 +242,12 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
         verbose: Keras `fit` verbosity (1 = a progress bar per epoch).
         callbacks: extra Keras callbacks.
         strategy: a `tf.distribute.Strategy`. Defaults to `devices.distribution_strategy()`.
+        holdout: evaluate on a stratified hold-out of the training images
+            (images per class, or a fraction of each class) instead of the test
+            split; the run folder is then `<run>_holdout<N>`, and a source's
+            own test split, if it has one, is evaluated once at the end.
+            Defaults to `None`.
+        holdout_seed: seed of the hold-out choice (not of the run). Defaults to `0`.
 
     Returns:
         A `RunResult` (run folder, history DataFrame, metrics dict).
@@ -216,10 +257,12 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
         config = config.with_protocol(protocol)
     epochs = config.epochs if epochs is None else epochs
     _check_arguments(epochs, seed, limit)
+    holdout = data_lib.check_holdout(holdout)
     policy = devices.select_precision(precision)
     spec = runs.run_spec(config, epochs=epochs, seed=seed, data=data, limit=limit,
-                         precision=policy, data_dir=data_dir)
-    run_dir = runs.run_dir_for(config, out_dir, seed)
+                         precision=policy, data_dir=data_dir, holdout=holdout,
+                         holdout_seed=holdout_seed)
+    run_dir = runs.run_dir_for(config, out_dir, seed, holdout)
     if not overwrite and (run_dir / "config.json").exists():
         if runs.decide(run_dir, spec) == "reuse":  # read-only: no lock needed
             return runs.load_run(run_dir)
@@ -229,7 +272,8 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
             return runs.load_run(run_dir)
         try:
             result = _train(config, spec, run_dir, data=data, data_dir=data_dir, policy=policy,
-                            verbose=verbose, callbacks=callbacks, strategy=strategy)
+                            verbose=verbose, callbacks=callbacks, strategy=strategy,
+                            holdout=holdout, holdout_seed=holdout_seed)
             result.status = "resumed" if decision == "resume" else "trained"
             return result
         except BaseException:
@@ -237,7 +281,8 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
             raise
 
 
-def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks, strategy):
+def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks, strategy,
+           holdout=None, holdout_seed=0):
     epochs, seed, limit = spec["epochs"], spec["seed"], spec["limit"]
     devices.enable_compilation_cache()
     strategy = strategy or devices.distribution_strategy()
@@ -251,7 +296,8 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
         splits = data
     else:
         splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
-                               batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir)
+                               batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir,
+                               holdout=holdout, holdout_seed=holdout_seed)
     if on_device:
         splits = augment.uint8_splits(splits, batch_size, seed)
     if splits.classes != config.classes:
@@ -270,10 +316,12 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
             compile_model(trained, config, steps, epochs, scale=replicas)
         history = fit(trained, splits, run_dir, epochs, callbacks, verbose)
         evaluation = trained.evaluate(splits.test, return_dict=True, verbose=0)
+        extra = evaluation_extras(model, config, splits, batch_size)
     runs.save_model(model, config, run_dir / "model.keras")
     metrics = run_metrics(config, splits, model, history, evaluation, seed=seed, limit=limit,
                           policy=policy, batch_size=batch_size, replicas=replicas,
                           data_source=runs.data_label(data))
+    metrics.update(extra)
     runs.write_metrics(run_dir, metrics)
     return runs.RunResult(run_dir, history, metrics)
 

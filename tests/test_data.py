@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from squeeze_keras import data
+from squeeze_keras import data, sources
 
 
 def first_batch(ds):
@@ -568,3 +568,71 @@ def test_a_module_missing_inside_tfds_is_not_called_a_network_problem(monkeypatc
     with pytest.raises(data.DataError, match="needs module 'apache_beam'") as err:
         data.load("cifar10", "tfds")
     assert "internet" not in str(err.value)
+
+
+def test_twin_archives_with_the_same_name_size_and_time_never_share_an_extraction(tmp_path,
+                                                                                   temp_dir):
+    import os
+    import tarfile
+
+    archives = []
+    for k in (1, 2):  # uncompressed: tar pads both to the same size
+        root = tmp_path / f"src{k}"
+        for split in ("train", "test"):
+            for c in range(10):
+                folder = root / split / f"c{c}"
+                folder.mkdir(parents=True)
+                Image.fromarray(np.full((32, 32, 3), 10 * c + k, np.uint8)).save(folder / "0.png")
+        archive = tmp_path / f"twin{k}" / "cifar.tar"
+        archive.parent.mkdir()
+        with tarfile.open(archive, "w") as tar:
+            for split in ("train", "test"):
+                tar.add(root / split, arcname=split)
+        os.utime(archive, (1_000_000_000, 1_000_000_000))
+        archives.append(archive)
+    assert archives[0].stat().st_size == archives[1].stat().st_size
+    first, second = (data.folder_arrays(a, 10)[0][0] for a in archives)
+    assert first[0, 0, 0, 0] == 1 and second[0, 0, 0, 0] == 2  # each its own images
+    assert len(list(temp_dir.glob("squeeze_keras_*"))) == 2
+
+
+def test_leftovers_of_a_killed_first_load_are_swept(tmp_path, temp_dir):
+    import os
+    import time
+
+    archive = write_archive(tmp_path)
+    dead = temp_dir / ".squeeze_keras_0123456789abcdef.999999999.x1.partial"
+    (dead / "mini").mkdir(parents=True)
+    alive = temp_dir / f".squeeze_keras_0123456789abcdef.{os.getpid()}.x2.partial"
+    alive.mkdir()
+    data.folder_arrays(archive, 10)
+    assert not dead.exists() and alive.exists()  # a running loader's folder is left alone
+    (unpacked,) = temp_dir.glob("squeeze_keras_*/mini")
+    stale = unpacked / ".arrays_10.npz.abc.tmp"
+    stale.write_bytes(b"half a cache")
+    os.utime(stale, (time.time() - 3600,) * 2)
+    fresh = unpacked / ".arrays_10.npz.def.tmp"
+    fresh.write_bytes(b"being written")
+    data.folder_arrays(archive, 10)
+    assert not stale.exists() and fresh.exists()
+
+
+@pytest.mark.parametrize("mode", ["I;16", "L", "LA", "RGBA"])
+def test_other_image_modes_are_converted_with_their_range(tmp_path, mode):
+    path = tmp_path / "image.png"
+    if mode == "I;16":
+        Image.fromarray(np.full((32, 32), 65535 // 2, np.uint16)).save(path)
+        assert Image.open(path).mode == "I;16"
+        want = 128  # half of 16-bit full scale, not clipped to 255
+    else:
+        Image.fromarray(np.full((32, 32, 3), 77, np.uint8)).convert(mode).save(path)
+        want = 77
+    assert sources.read_image(path).shape == (32, 32, 3)
+    assert abs(int(sources.read_image(path)[0, 0, 0]) - want) <= 1
+
+
+def test_a_32_bit_image_is_refused_by_name(tmp_path):
+    path = tmp_path / "wide.png"  # a TIFF under a PNG name: Pillow goes by content
+    Image.fromarray(np.full((32, 32), 7, np.int32)).save(path, format="TIFF")
+    with pytest.raises(data.DataError, match="wide.png has PIL mode 'I'"):
+        sources.read_image(path)

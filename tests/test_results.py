@@ -223,3 +223,37 @@ def test_best_run_is_the_highest_report_run_of_the_dataset_and_skips_the_rest(tm
     assert results.best_run(tmp_path) == best
     assert results.best_run(tmp_path, "cifar100").name == "e5"
     assert results.table1(tmp_path).set_index("run").loc["e4", "paper n"] == 0
+
+
+def fake_holdout_run(results_dir, experiment, top1, holdout=100, official=None, seed=0):
+    """A finished hold-out run folder (`<run>_holdout<N>`), evaluated on its hold-out."""
+    config = experiments.get(experiment)
+    folder = runs.run_name(config, seed, holdout)
+    run_dir = fake_run(results_dir, experiment, top1, seed=seed, folder=folder)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(evaluation=f"train hold-out, {holdout}/class", train_size=40_000,
+                   dataset=config.dataset)
+    if official is not None:
+        metrics["official_test"] = {"top1": official, "top5": 95.0, "images": 10_000}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_holdout_runs_stay_out_of_the_seeds_and_name_their_split_in_table1(tmp_path):
+    fake_run(tmp_path, "e4", 67.0)
+    fake_holdout_run(tmp_path, "e4", 66.2, holdout=1000, official=65.8)
+    fake_holdout_run(tmp_path, "e5", 37.5)
+    assert list(results.seed_runs(tmp_path, "e4")) == [0]  # the hold-out run is no seed of e4
+    table = results.table1(tmp_path).set_index("run")
+    assert table.loc["e4", "paper n"] == 1 and table.loc["e4", "paper mean"] == 67.0
+    assert table.loc["e4", "evaluated on"] == "test"
+    assert table.loc["e5", "paper mean"] == 37.5 and table.loc["e5", "paper n"] == 1
+    assert table.loc["e5", "evaluated on"] == "train hold-out, 100/class"
+    assert results.best_run(tmp_path).name == "e4"  # a hold-out figure never wins
+    with pytest.raises(FileNotFoundError):
+        results.best_run(tmp_path, "cifar100")
+    cal = results.calibration(tmp_path).set_index("run")
+    assert cal.loc["e4", "official test top-1"] == 67.0
+    assert cal.loc["e4_holdout1000", "top-1"] == 66.2
+    assert cal.loc["e4_holdout1000", "official test top-1"] == 65.8
+    assert cal.loc["e4_holdout1000", "evaluated on"] == "train hold-out, 1000/class"

@@ -27,6 +27,10 @@ experiment in the `EXPERIMENT = ...` line. Run as a script from notebooks/
 #   `train/<class>/*` and `test/<class>/*` (or a `.tar.gz` of one).
 # - `PROTOCOL` is `"paper"` (the report's setting) or `"tuned"` / `"tuned2"`
 #   (`squeeze_keras.experiments.PROTOCOLS`).
+# - `HOLDOUT` (default `None`: evaluate on the test split) holds out that many training images
+#   per class (or a fraction, e.g. `0.2`) and evaluates on them instead; needed for an image
+#   folder without `test/`. The run goes into `<run>_holdout<N>` and its numbers are labelled
+#   with the split; a `test/` folder, if there is one, is evaluated once at the end.
 # - `SMOKE = True` (or `SQUEEZE_KERAS_SMOKE=1`) trains one epoch on a few batches of synthetic
 #   data in a temporary folder: a check that everything runs, not a result.
 
@@ -37,6 +41,7 @@ PROTOCOL = "paper"
 SEED = 0
 EPOCHS = 20
 DATA = "tfds"
+HOLDOUT = None
 RUNS_DIR = "../runs"
 RESULTS_DIR = "../results"
 FIGURES_DIR = None
@@ -49,7 +54,8 @@ from squeeze_keras import format_table2, notebook, table2
 from squeeze_keras.plots import plot_history, plot_validation_curves
 
 run = notebook.settings(EXPERIMENT, train=TRAIN, protocol=PROTOCOL, seed=SEED, epochs=EPOCHS,
-                        data=DATA, runs_dir=RUNS_DIR, figures_dir=FIGURES_DIR, smoke=SMOKE)
+                        data=DATA, holdout=HOLDOUT, runs_dir=RUNS_DIR, figures_dir=FIGURES_DIR,
+                        smoke=SMOKE)
 print(run)
 print("this machine:", notebook.hardware())
 
@@ -96,7 +102,8 @@ else:
 # %%
 if result is not None:
     plot_history(result.history, f"{config.name}: {config.description}", run.figure_path,
-                 report_top1=config.report_top1, protocol=config.protocol.name, seed=run.seed)
+                 report_top1=config.report_top1, protocol=config.protocol.name, seed=run.seed,
+                 evaluation=run.evaluation)
     print(notebook.result_line(result.metrics))
 
 # %% [markdown]
@@ -106,7 +113,8 @@ if result is not None:
 # `RUNS_DIR` is `RESULTS_DIR`): each protocol and seed, with the machine it
 # ran on and its median seconds per epoch (test evaluation included). The machines differ by
 # a factor of a few hundred, so the seconds compare runs on the same hardware only. Top-1 is
-# that of the last epoch on the test split, as in the report.
+# that of the last epoch on the split in `evaluated on`: the test split, as in the report, or a
+# hold-out of the training images.
 
 # %%
 committed = notebook.committed_runs(EXPERIMENT, RESULTS_DIR)
@@ -117,13 +125,15 @@ if committed:
 # %% [markdown]
 # ## Their training and validation curves (the report's appendix)
 #
-# Validation is the test split, as in the report; the dotted line is the report's top-1.
+# Validation is the test split, as in the report (or the hold-out, for a hold-out run); the
+# dotted line is the report's top-1.
 
 # %%
 for committed_run in committed.values():
     plot_history(committed_run.history, f"{config.name}: {config.description}",
                  report_top1=config.report_top1, protocol=committed_run.metrics["protocol"],
-                 seed=committed_run.metrics.get("seed", 0))
+                 seed=committed_run.metrics.get("seed", 0),
+                 evaluation=committed_run.metrics.get("evaluation", "test"))
 if len(committed) > 1:
     plot_validation_curves(notebook.histories_by_protocol(committed),
                            f"{config.name}: every committed run", training=True)
