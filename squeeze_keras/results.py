@@ -67,19 +67,22 @@ def _seed0_run(results_dir, experiment: str, protocol: str):
     return load_run(run_dir) if (run_dir / "metrics.json").exists() else None
 
 
+def _runs_named(results_dir, experiment: str, protocol: str, middle: str = ""):
+    """`(seed, RunResult)` of the finished runs in `<run><middle>[_seed<k>]` folders."""
+    base = run_name(experiments.get(experiment).with_protocol(protocol))
+    pattern = re.compile(rf"{re.escape(base)}{middle}(?:_seed(\d+))?")
+    for metrics_file in pathlib.Path(results_dir).glob(f"{base}*/metrics.json"):
+        match = pattern.fullmatch(metrics_file.parent.name)
+        if match:
+            yield int(match.group(1) or 0), load_run(metrics_file.parent)
+
+
 def seed_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
     """`{seed: RunResult}` for the finished runs of one experiment and protocol, every seed.
 
     Seed 0 lives in `<run>`, other seeds in `<run>_seed<k>` (`run_experiment(seed=k)`).
     """
-    base = run_name(experiments.get(experiment).with_protocol(protocol))
-    pattern = re.compile(rf"{re.escape(base)}(?:_seed(\d+))?")
-    runs = {}
-    for metrics_file in pathlib.Path(results_dir).glob(f"{base}*/metrics.json"):
-        match = pattern.fullmatch(metrics_file.parent.name)
-        if match:
-            runs[int(match.group(1) or 0)] = load_run(metrics_file.parent)
-    return dict(sorted(runs.items()))
+    return dict(sorted(_runs_named(results_dir, experiment, protocol)))
 
 
 def holdout_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
@@ -89,15 +92,9 @@ def holdout_runs(results_dir, experiment: str, protocol: str = "paper") -> dict:
     split they were evaluated on (`"train hold-out, 100/class"`). They never
     count among the official-split seeds of `seed_runs`.
     """
-    base = run_name(experiments.get(experiment).with_protocol(protocol))
-    pattern = re.compile(rf"{re.escape(base)}_holdout[0-9.]+(?:_seed(\d+))?")
     found = {}
-    for metrics_file in pathlib.Path(results_dir).glob(f"{base}_holdout*/metrics.json"):
-        match = pattern.fullmatch(metrics_file.parent.name)
-        if match:
-            run = load_run(metrics_file.parent)
-            evaluation = run.metrics.get("evaluation", "train hold-out")
-            found.setdefault(evaluation, {})[int(match.group(1) or 0)] = run
+    for seed, run in _runs_named(results_dir, experiment, protocol, r"_holdout[0-9.]+"):
+        found.setdefault(run.metrics.get("evaluation", "train hold-out"), {})[seed] = run
     return {k: dict(sorted(v.items())) for k, v in sorted(found.items())}
 
 
