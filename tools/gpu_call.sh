@@ -7,7 +7,7 @@
 #          README's `pip download` line; the machine has JAX and PyTorch but no Keras)
 #   data/cifar10-jpeg.tar.gz  a real copy of the CIFAR-10 JPEG archive (a link travels as a
 #          link only): cp /work/shared/data/cifar10-jpeg.tar.gz data/
-# It runs, in order of value, until GPU_CALL_BUDGET_S seconds after its start (default 540,
+# It runs, in order of value, until GPU_CALL_BUDGET_S seconds after its start (default 560,
 # packing included): benchmarks/gpu.py (E4 `tuned2`, Keras on JAX cold and warm against
 # PyTorch), then the queue benchmarks/gpu_queue.txt (tools/gpu_queue.py run: runs already in
 # results/ are skipped, GPU_CALL_CONCURRENCY at once, default 4). Everything that comes back
@@ -15,7 +15,7 @@
 # Back here: python tools/gpu_queue.py unpack <files_at>/*.tar.gz --data <the archive>.
 set -u -o pipefail
 START=$(date +%s)
-BUDGET=${GPU_CALL_BUDGET_S:-540}
+BUDGET=${GPU_CALL_BUDGET_S:-560}
 CONCURRENCY=${GPU_CALL_CONCURRENCY:-4}
 STAGES=${GPU_CALL_STAGES:-bench queue}
 ARCHIVE=data/cifar10-jpeg.tar.gz

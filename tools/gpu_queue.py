@@ -236,12 +236,11 @@ def _die_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-class Interrupted(Exception):
-    pass
+_STOP: list[str] = []  # signals received; the queue's loop stops at its next check
 
 
-def _raise_interrupted(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+def _request_stop(signum, frame):
+    _STOP.append(signal.Signals(signum).name)
 
 
 def child_env(args, tmp: pathlib.Path, cache: pathlib.Path) -> dict:
@@ -306,12 +305,14 @@ def run_queue(args) -> int:
         warm_data(args.data, tmp)
 
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
-    durations = [r["seconds"] for r in state.data["runs"].values() if r.get("seconds")]
+    durations = [r["seconds"] for r in state.data["runs"].values()
+                 if r["status"] == "finished" and r.get("seconds")]
     stop_starting = False
-    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _STOP.clear()
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     code = 0
     try:
-        while True:
+        while not _STOP:
             now = time.time()
             for name, (proc, started, log) in list(running.items()):
                 if proc.poll() is None:
@@ -336,23 +337,12 @@ def run_queue(args) -> int:
                 print(f"[queue] deadline: interrupting {', '.join(running)}", flush=True)
                 stop_children(running, state)
                 stop_starting = True
-            # `@best` entries whose candidates are all done become runs at their place.
-            for i, entry in enumerate(order):
-                if isinstance(entry, Best):
-                    resolved = resolve_best(entry, order[:i], state.status(), folders)
-                    if resolved is not None:
-                        runs_, note = resolved
-                        print(f"[queue] {note}", flush=True)
-                        state.data["notes"].append(note)
-                        order[i:i + 1] = runs_
-                        for run in runs_:
-                            state.run(run)
-                        state.save()
+            resolve_all(order, state, folders)
             estimate = max(durations) if durations else args.estimate_s
             pending = [e for e in order if isinstance(e, Run)
                        and state.data["runs"][e.name]["status"] in ("pending", "interrupted")
                        and e.name not in running]
-            while pending and len(running) < args.concurrency and not stop_starting:
+            while pending and len(running) < args.concurrency and not stop_starting and not _STOP:
                 if time.time() + estimate > pack_at:
                     stop_starting = True
                     print(f"[queue] not starting more runs: {estimate:.0f} s each, "
@@ -363,11 +353,11 @@ def run_queue(args) -> int:
             if not running and (stop_starting or not pending):
                 break
             time.sleep(args.poll_s)
-    except Interrupted as err:
-        print(f"[queue] {err}: interrupting {', '.join(running) or 'nothing'}; state kept in "
-              f"{state.path} (the same command resumes)", flush=True)
-        stop_children(running, state)
-        code = 130
+        if _STOP:
+            print(f"[queue] {_STOP[0]}: interrupting {', '.join(running) or 'nothing'}; state "
+                  f"kept in {state.path} (the same command resumes)", flush=True)
+            stop_children(running, state)
+            code = 130
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -377,6 +367,27 @@ def run_queue(args) -> int:
     packed = pack(order, state, work / "runs", out, args)
     write_summary(order, state, packed, out)
     return 0
+
+
+def resolve_all(order: list, state: State, folders) -> None:
+    """Replaces each `@best` entry whose candidates are all done by the runs it stands for."""
+    i = 0
+    while i < len(order):
+        entry = order[i]
+        resolved = (resolve_best(entry, order[:i], state.status(), folders)
+                    if isinstance(entry, Best) else None)
+        if resolved is None:
+            i += 1
+            continue
+        chosen, note = resolved
+        print(f"[queue] {note}", flush=True)
+        if note not in state.data["notes"]:
+            state.data["notes"].append(note)
+        order[i:i + 1] = chosen
+        for run in chosen:
+            state.run(run)
+        state.save()
+        i += len(chosen)
 
 
 def start_run(run: Run, args, work: pathlib.Path, env: dict, extra: list, state: State):
@@ -396,7 +407,7 @@ def start_run(run: Run, args, work: pathlib.Path, env: dict, extra: list, state:
     return proc, time.time(), log
 
 
-def stop_children(running: dict, state: State, grace: float = 30.0) -> None:
+def stop_children(running: dict, state: State, grace: float = 10.0) -> None:
     """SIGINT (train keeps its last finished epoch), then SIGKILL after `grace` seconds."""
     for proc, _, _ in running.values():
         with contextlib.suppress(ProcessLookupError):
@@ -772,8 +783,8 @@ def _parser() -> argparse.ArgumentParser:
     when.add_argument("--budget-s", type=float, default=480.0,
                       help="seconds from now by which packing must be done (default 480)")
     when.add_argument("--deadline-at", type=float, default=None, help="the same as a Unix time")
-    p.add_argument("--pack-reserve-s", type=float, default=25.0,
-                   help="seconds kept for packing before the deadline (default 25)")
+    p.add_argument("--pack-reserve-s", type=float, default=40.0,
+                   help="seconds kept for stopping runs and packing before the deadline (default 40)")
     p.add_argument("--estimate-s", type=float, default=200.0,
                    help="seconds one run takes until one has finished (default 200)")
     p.add_argument("--train-args", default="", help="more `train` options, e.g. '--limit 64'")
