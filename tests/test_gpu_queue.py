@@ -312,3 +312,27 @@ def test_gpu_call_script_is_valid_and_its_carry_is_ignored():
                              cwd=ROOT, capture_output=True, text=True)
     if ignored.returncode != 128:  # 128: not a git checkout (an sdist, say)
         assert ignored.stdout.split() == [".whl/keras.whl", "data/cifar10-jpeg.tar.gz"]
+
+
+CIFAR10_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.mark.skipif(not CIFAR10_ARCHIVE.exists(), reason="needs the CIFAR-10 JPEG archive")
+def test_a_committed_gpu_run_passes_the_unpack_checks_on_the_real_archive(tmp_path, capsys):
+    """results/e4 (made on an H100 from that archive) packed and unpacked as a queue's run."""
+    import shutil
+
+    shutil.copytree(ROOT / "results" / "e4", tmp_path / "runs" / "e4",
+                    ignore=shutil.ignore_patterns("litert*", "pruned*"))
+    state = gq.State(tmp_path / "state.json")
+    order = [gq.Run("e4", "paper", 0, 20)]
+    state.run(order[0])["status"] = "finished"
+    (tmp_path / "OUT").mkdir()
+    assert gq.pack(order, state, tmp_path / "runs", tmp_path / "OUT", pack_args()) == {
+        "e4": "runs-1.tar.gz"}
+    argv = ["unpack", str(tmp_path / "OUT" / "runs-1.tar.gz"), "--data", str(CIFAR10_ARCHIVE),
+            "--results", str(tmp_path / "results"), "--bench-dir", str(tmp_path / "bench")]
+    assert gq.main(argv) == 0
+    assert "top-1 67.01 %" in capsys.readouterr().out
+    assert (tmp_path / "results" / "e4" / "model.keras").read_bytes() == (
+        ROOT / "results" / "e4" / "model.keras").read_bytes()

@@ -299,7 +299,8 @@ def run_queue(args) -> int:
                 record["status"] = "pending"  # a new start gives a failed run one more try
         order.append(entry)
     state.save()
-    if args.data and not args.no_warm and any(
+    if args.data and not args.no_warm and \
+            time.time() + args.estimate_s <= deadline - args.pack_reserve_s and any(
             state.data["runs"].get(e.name, {}).get("status") in ("pending", "interrupted")
             for e in order if isinstance(e, Run)):
         warm_data(args.data, tmp)
