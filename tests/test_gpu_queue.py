@@ -336,3 +336,66 @@ def test_a_committed_gpu_run_passes_the_unpack_checks_on_the_real_archive(tmp_pa
     assert "top-1 67.01 %" in capsys.readouterr().out
     assert (tmp_path / "results" / "e4" / "model.keras").read_bytes() == (
         ROOT / "results" / "e4" / "model.keras").read_bytes()
+
+
+FAKE_TRAIN = '''#!{python}
+"""Stands in for `python -m squeeze_keras train ...`: sleeps, then writes a finished run folder."""
+import json, os, pathlib, sys, time
+exp, *rest = sys.argv[4:]
+opts = dict(zip(rest[0::2], rest[1::2]))
+name = exp + ("" if opts["--protocol"] == "paper" else "_" + opts["--protocol"]) + (
+    "" if opts["--seed"] == "0" else "_seed" + opts["--seed"])
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(f"start {{name}} {{time.time()}}\\n")
+try:
+    time.sleep(float(os.environ["FAKE_SECONDS"]))
+except KeyboardInterrupt:
+    sys.exit(130)
+run = pathlib.Path(opts["--out"]) / name
+run.mkdir(parents=True, exist_ok=True)
+for file in ("config.json", "history.csv", "model.keras"):
+    (run / file).write_text("{{}}")
+(run / "metrics.json").write_text(json.dumps({{"top1": 50.0}}))
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(f"end {{name}} {{time.time()}}\\n")
+'''
+
+
+def test_runs_share_the_slots_and_the_deadline_stops_and_interrupts(tmp_path, monkeypatch):
+    fake = tmp_path / "fake_python"
+    fake.write_text(FAKE_TRAIN.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "fake.log"))
+    queue = tmp_path / "queue.txt"
+    queue.write_text("baseline paper 0 1\nbaseline paper 1 1\nbaseline paper 2 1\n")
+
+    def run(name, seconds, budget, reserve):
+        monkeypatch.setenv("FAKE_SECONDS", str(seconds))
+        out = tmp_path / f"OUT_{name}"
+        code = gq.main(["run", str(queue), "--data", "synthetic", "--out", str(out), "--work",
+                        str(tmp_path / name), "--results", str(tmp_path / "results"),
+                        "--python", str(fake), "--concurrency", "2", "--budget-s", str(budget),
+                        "--pack-reserve-s", str(reserve), "--estimate-s", "1", "--poll-s", "0.1"])
+        assert code == 0
+        return json.loads((out / "queue_state.json").read_text())
+
+    # Two at once; once they have taken 4 s (and up to 3 s to start) each, the third would
+    # end after the deadline less the packing reserve (7 s): it is not started, and stays listed.
+    summary = run("a", 4, 8, 1)
+    assert {n: r["status"] for n, r in summary["runs"].items()} == {
+        "baseline": "finished", "baseline_seed1": "finished", "baseline_seed2": "pending"}
+    assert summary["leftover"] == ["baseline paper 2 1"]
+    events = sorted((float(t), kind) for kind, _, t in (
+        line.split() for line in (tmp_path / "fake.log").read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+
+    # Runs still going at the deadline less the reserve are interrupted and stay listed.
+    start = time.time()
+    summary = run("b", 60, 3, 1.5)
+    assert time.time() - start < 20
+    assert {r["status"] for r in summary["runs"].values()} == {"interrupted", "pending"}
+    assert summary["leftover"] == ["baseline paper 0 1", "baseline paper 1 1", "baseline paper 2 1"]
