@@ -39,7 +39,10 @@ if [[ $STAGES == *bench* ]]; then
   echo "[call] benchmark at +$(( $(date +%s) - START )) s"
   timeout $(( $(left) - 60 )) python3 benchmarks/gpu.py --data $ARCHIVE --warm \
     --work $W/bench --out $W/bench_out || echo "[call] benchmark stopped (exit $?)"
-  cp $W/bench/*.log $W/bench_out/ 2>/dev/null
+  cp $W/bench/*.log $W/bench/pytorch.json $W/bench_out/ 2>/dev/null
+  for side in keras keras_warm; do  # each Keras run's epochs, for the record
+    for f in history.csv metrics.json; do cp $W/bench/$side/*/$f $W/bench_out/${side}_$f 2>/dev/null; done
+  done
   python3 tools/gpu_queue.py pack-bench $W/bench_out --out "$OUT"
 fi
 

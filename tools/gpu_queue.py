@@ -565,9 +565,9 @@ def write_summary(order: list, state: State, archives: dict, out: pathlib.Path) 
 
 
 def pack_bench(args) -> int:
-    """The benchmark's tables (`gpu_*.csv`, `gpu_*.md`) and logs as `OUT/bench.tar.gz`."""
+    """The benchmark's tables (`gpu_*.csv`, `gpu_*.md`), logs and histories as `OUT/bench.tar.gz`."""
     files = sorted(p for p in args.folder.rglob("*") if p.is_file()
-                   and (p.suffix in (".csv", ".md") or p.suffix == ".log"))
+                   and p.suffix in (".csv", ".md", ".log", ".json"))
     members = {}
     for path in files:
         payload = path.read_bytes()
