@@ -326,7 +326,10 @@ def run_queue(args) -> int:
                     record["status"] = "finished"
                     durations.append(now - started)
                     top1 = json.loads((work / "runs" / name / "metrics.json").read_text())["top1"]
-                    print(f"[queue] finished {name} in {now - started:.0f} s: top-1 {top1} %", flush=True)
+                    record["steady_epoch_s"] = steady_epoch_seconds(work / "runs" / name)
+                    print(f"[queue] finished {name} in {now - started:.0f} s: top-1 {top1} %, "
+                          f"{record['steady_epoch_s']} s an epoch after the first, "
+                          f"{len(running)} other runs going", flush=True)
                 else:
                     record["status"] = "failed"
                     record["exit"] = proc.returncode
@@ -368,6 +371,18 @@ def run_queue(args) -> int:
     packed = pack(order, state, work / "runs", out, args)
     write_summary(order, state, packed, out)
     return 0
+
+
+def steady_epoch_seconds(run_dir: pathlib.Path) -> float | None:
+    """Median seconds of epochs 2..N (`history.csv`): what sharing the GPU cost a run."""
+    import csv
+    import statistics
+
+    with contextlib.suppress(OSError, KeyError, ValueError, statistics.StatisticsError):
+        with open(run_dir / "history.csv") as f:
+            seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+        return round(statistics.median(seconds[1:] or seconds), 2)
+    return None
 
 
 def resolve_all(order: list, state: State, folders) -> None:
