@@ -393,7 +393,11 @@ def _import_error_in(err: BaseException) -> ImportError | None:
 
 
 def tfds_arrays(dataset: str, data_dir=None, download=True):
-    """Loads a tfds CIFAR dataset into uint8 arrays (what Colab users get)."""
+    """Loads a tfds CIFAR dataset into uint8 arrays (what Colab users get).
+
+    A dataset not yet prepared in `data_dir` needs the network; without it this fails at once
+    with a one-line `DataError` that says so.
+    """
     offline = ("pass an image folder (train/<class>/*, test/<class>/*) or its .tar.gz as "
                "the source, e.g. `python -m squeeze_keras train e4 --data path/to/cifar10`.")
     try:
@@ -420,8 +424,8 @@ def tfds_arrays(dataset: str, data_dir=None, download=True):
     def no_network(reason):
         return DataError(
             f"tfds could not download {dataset!r}: no network ({' '.join(str(reason).split())}). "
-            "Run where tfds can download, point `data_dir` (`--data-dir`) at a prepared tfds "
-            "folder, or " + offline)
+            "Run where tfds can download, point `data_dir` (`--data-dir`, or $TFDS_DATA_DIR) at "
+            "a prepared tfds folder, or " + offline)
 
     def load(download):
         return tfds.load(dataset, split=["train", "test"], as_supervised=True,
@@ -437,10 +441,10 @@ def tfds_arrays(dataset: str, data_dir=None, download=True):
             builder = tfds.builder(dataset, data_dir=data_dir)
             urls = sorted(builder.url_infos or ())
             downloads = os.path.join(os.fspath(builder.data_dir_root), "downloads")
-            cached = [name for folder in ("", dataset, "extracted")  # where tfds keeps them
-                      if os.path.isdir(os.path.join(downloads, folder))
-                      for name in os.listdir(os.path.join(downloads, folder))]
-            cached = any(u.rsplit("/", 1)[-1].split(".")[0] in name for u in urls for name in cached)
+            kept = [name for folder in ("", dataset, "extracted")  # where tfds keeps downloads
+                    if os.path.isdir(os.path.join(downloads, folder))
+                    for name in os.listdir(os.path.join(downloads, folder))]
+            cached = any(u.rsplit("/", 1)[-1].split(".")[0] in name for u in urls for name in kept)
             if urls and not cached:
                 import requests
 
