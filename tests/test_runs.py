@@ -60,7 +60,7 @@ def test_two_folders_with_the_same_name_are_different_data(tmp_path):
     assert runs.data_identity(str(first)) != runs.data_identity(str(second))
     out = tmp_path / "runs"
     run_experiment("baseline", epochs=1, data=str(first), out_dir=out, **FAST)
-    with pytest.raises(runs.RunFolderError, match=r"finished run .*differs in: data\.path"):
+    with pytest.raises(runs.RunFolderError, match=r"finished run .*differs in: data \(data\.path\)"):
         run_experiment("baseline", epochs=1, data=str(second), out_dir=out, **FAST)
 
 
