@@ -340,16 +340,21 @@ def set_aside(run_dir) -> pathlib.Path | None:
     `run_dir/.replaced/`; returns that folder, or `None` if there was nothing to move.
 
     Call it holding the folder's lock, once everything that can fail before
-    training has passed. `restore` puts the run back; `discard_replaced`
-    removes it. A `.replaced/` left by an earlier overwrite whose new run
-    had started is removed first.
+    training has passed. `restore_replaced` puts the run back;
+    `discard_replaced` removes it. Where a `.replaced/` is left by an earlier
+    overwrite that stopped before its new run finished an epoch, that one is
+    kept (the run it holds is the last finished one) and the folder's
+    unfinished content is removed instead.
     """
     run_dir = pathlib.Path(run_dir)
     paths = _run_paths(run_dir)
+    aside = run_dir / REPLACED
+    if aside.is_dir():
+        for path in paths:
+            _remove(path)
+        return aside
     if not paths:
         return None
-    aside = run_dir / REPLACED
-    discard_replaced(run_dir)
     aside.mkdir()
     moved = []
     try:
@@ -364,9 +369,13 @@ def set_aside(run_dir) -> pathlib.Path | None:
     return aside
 
 
-def restore(run_dir, aside) -> None:
-    """Puts a run set aside by `set_aside` back, removing what the new run had written."""
-    run_dir, aside = pathlib.Path(run_dir), pathlib.Path(aside)
+def restore_replaced(run_dir) -> None:
+    """Puts a run set aside by `set_aside` back, removing what the new run had written.
+
+    A no-op where nothing is set aside (the new run has finished an epoch).
+    """
+    run_dir = pathlib.Path(run_dir)
+    aside = run_dir / REPLACED
     if not aside.is_dir():
         return
     for path in _run_paths(run_dir):

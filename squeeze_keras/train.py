@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import platform
 import statistics
 import time
@@ -39,7 +40,8 @@ class DiscardReplaced(keras.callbacks.Callback):
         self.run_dir = run_dir
 
     def on_epoch_end(self, epoch, logs=None):
-        runs.discard_replaced(self.run_dir)
+        if math.isfinite((logs or {}).get("loss", 0.0)):  # a NaN epoch is no start
+            runs.discard_replaced(self.run_dir)
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -257,6 +259,8 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
             result.status = "resumed" if decision == "resume" else "trained"
             return result
         except BaseException:
+            # A new run stopped before it finished an epoch: the run it replaced comes back.
+            runs.restore_replaced(run_dir)
             runs.remove_if_untrained(run_dir)  # a failed start leaves no half-made folder
             raise
 
@@ -283,26 +287,21 @@ def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, cal
         raise ValueError(f"Experiment {config.name!r} expects {config.classes} classes but the "
                          f"data has {splits.classes} ({splits.dataset}).")
     # Every check has passed: from here on the folder belongs to this run. What it held
-    # before (a run to overwrite, stray state) waits in `.replaced/` until an epoch is done.
-    aside = runs.set_aside(run_dir) if fresh else None
-    try:
-        fileio.write_json(run_dir / "config.json", spec)
-        with runs.dtype_policy(policy):
-            keras.utils.set_random_seed(seed)
-            steps = -(-splits.train_size // batch_size)
-            with strategy.scope() if strategy is not None else contextlib.nullcontext():
-                model = config.build_model()
-                # The wrapper's weights are `model`'s, so training it trains `model`.
-                trained = (augment.training_model(model, config.preprocessing, seed=seed)
-                           if on_device else model)
-                compile_model(trained, config, steps, epochs, scale=replicas)
-            history = fit(trained, splits, run_dir, epochs,
-                          [*callbacks, DiscardReplaced(run_dir)], verbose)
-    except BaseException:
-        if aside is not None:
-            runs.restore(run_dir, aside)  # no epoch of the new run: the old one comes back
-        raise
+    # before (a run to overwrite) waits in `.replaced/` until the new run finishes an epoch.
+    if fresh:
+        runs.set_aside(run_dir)
+    fileio.write_json(run_dir / "config.json", spec)
     with runs.dtype_policy(policy):
+        keras.utils.set_random_seed(seed)
+        steps = -(-splits.train_size // batch_size)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = config.build_model()
+            # The wrapper's weights are `model`'s, so training it trains `model`.
+            trained = (augment.training_model(model, config.preprocessing, seed=seed)
+                       if on_device else model)
+            compile_model(trained, config, steps, epochs, scale=replicas)
+        history = fit(trained, splits, run_dir, epochs, [*callbacks, DiscardReplaced(run_dir)],
+                      verbose)
         evaluation = trained.evaluate(splits.test, return_dict=True, verbose=0)
     runs.save_model(model, config, run_dir / "model.keras")
     metrics = run_metrics(config, splits, model, history, evaluation, seed=seed, limit=limit,

@@ -5,9 +5,8 @@ import json
 import pathlib
 import shutil
 
-import numpy as np
 import pytest
-from PIL import Image
+from test_runs import write_folder
 
 from squeeze_keras import data, export, prune
 from squeeze_keras.__main__ import main
@@ -34,19 +33,6 @@ def run(tiny, tmp_path):
     return out
 
 
-def write_folder(root, classes, per_class=1):
-    """A tiny image folder with `classes` class folders in each split."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for label in range(classes):
-            folder = root / split / f"class{label}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                    folder / f"{i}.png")
-    return root
-
-
 def snapshot(run_dir):
     """Every file of a run folder and its bytes (the lock file aside)."""
     return {p.relative_to(run_dir).as_posix(): p.read_bytes()
@@ -63,7 +49,7 @@ def error_line(capsys) -> str:
 def test_overwrite_removes_nothing_when_the_data_fail_their_checks(run, tmp_path, capsys,
                                                                    monkeypatch):
     before = snapshot(run / "baseline")
-    nine = write_folder(tmp_path / "nine", classes=9)
+    nine = write_folder(tmp_path / "nine", seed=0, per_class=1, classes=9)
     argv = ["train", "baseline", "--out", str(run), "--overwrite", *TRAIN]
     assert main([*argv, "--data", str(nine)]) == 2
     assert "9 class folders" in error_line(capsys)
@@ -205,17 +191,6 @@ def test_export_and_prune_on_other_data_than_the_run_are_refused_inside_it(run, 
     monkeypatch.setattr(export, "export_run", lambda *args, **kwargs: table)
     assert main(["export", str(run_dir), "--data", "synthetic", "--out", str(other)]) == 0
     assert capsys.readouterr().out.rstrip().endswith(f"-> {other}")
-
-
-def test_overwrite_trains_the_new_run_and_only_then_drops_the_old(run, capsys):
-    run_dir = run / "baseline"
-    old_model = (run_dir / "model.keras").read_bytes()
-    assert main(["train", "baseline", "--out", str(run), *TRAIN, "--limit", "32",
-                 "--overwrite"]) == 0
-    assert "trained." in capsys.readouterr().out
-    assert json.loads((run_dir / "metrics.json").read_text())["train_size"] == 32
-    assert (run_dir / "model.keras").read_bytes() != old_model
-    assert not (run_dir / "litert").exists() and not (run_dir / ".replaced").exists()
 
 
 def test_committed_derived_folders_record_the_runs_data():
