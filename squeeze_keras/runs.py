@@ -457,7 +457,12 @@ def decide(run_dir, spec: dict, overwrite: bool = False) -> str:
     if diff:
         finished = (run_dir / "metrics.json").exists() or (run_dir / "model.keras").exists()
         state = "a finished run" if finished else "an unfinished run"
-        raise RunFolderError(_refusal(run_dir, state, stored, spec, diff))
+        message = _refusal(run_dir, state, stored, spec, diff)
+        if (run_dir / REPLACED).is_dir():
+            message += (f" ({run_dir / REPLACED} holds the run this folder held before an "
+                        "overwrite that stopped before its first epoch: moving its files back "
+                        "restores it.)")
+        raise RunFolderError(message)
     if read_metrics(run_dir) is not None:
         return "reuse"
     if (run_dir / "backup").exists():

@@ -136,6 +136,16 @@ def test_a_trained_folder_without_config_is_refused(tmp_path):
     assert (run_dir / "model.keras").read_bytes() == b"a trained model"
 
 
+def test_a_refusal_points_to_a_run_left_aside_by_a_killed_overwrite(tmp_path):
+    spec = runs.run_spec(experiments.get("baseline"), epochs=1, seed=0, data="synthetic",
+                         limit=None, precision="float32")
+    (tmp_path / runs.REPLACED).mkdir(parents=True)  # kill -9 in the new run's first epoch
+    (tmp_path / "config.json").write_text(json.dumps({**spec, "epochs": 2}))
+    with pytest.raises(runs.RunFolderError, match=r"epochs: stored 2, requested 1.*\.replaced "
+                                                  r"holds the run this folder held before"):
+        runs.decide(tmp_path, spec)
+
+
 def test_metrics_are_not_rebuilt_from_another_model(learned, tmp_path):
     import shutil
 
