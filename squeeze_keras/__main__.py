@@ -15,6 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 RESUME_HINT = "run the same command again to resume from the last finished epoch"
+OVERWRITE_HINT = ("run it again without --overwrite to resume the new run from its last finished "
+                  "epoch (if it had none, the old run was put back as it was)")
+# Keras backends this package trains under (`numpy` and `openvino` cannot train).
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 # ---------------------------------------------------------------- argument types
@@ -67,6 +71,8 @@ def _holdout(text: str):
 
 
 def _out_folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
     return text
@@ -108,7 +114,10 @@ def _train(args):
     for result in results:
         m = result.metrics
         done = {"trained": "trained", "resumed": "resumed and finished",
-                "finished": "already finished, not retrained"}[result.status]
+                "finished": "already finished, not retrained",
+                "rebuilt": f"already finished, not retrained; its metrics.json was "
+                           f"{m.get('rebuilt', {}).get('was', 'missing')} and is rebuilt from "
+                           "history.csv and model.keras"}[result.status]
         on = m.get("evaluation", "test")
         print(f"{m['experiment']} ({m['protocol']}, seed {m['seed']}): {done}. "
               f"Top-1 {m['top1']:.2f} % on {on} (report {m['report_top1']}), {m['epochs']} epochs, "
@@ -125,7 +134,7 @@ def _export(args):
     with pd.option_context("display.width", 160, "display.max_columns", None):
         print(table.to_string(index=False))
     print(f"\n(top-1 on {table.attrs['test_images']} test images, computed by the LiteRT "
-          f"interpreter; latency: batch 1, one thread) -> {table.attrs.get('out_dir', '')}")
+          f"interpreter; latency: batch 1, one thread) -> {table.attrs['out_dir']}")
 
 
 def _prune(args):
@@ -235,8 +244,20 @@ def _backend_missing(err: ImportError) -> str | None:
     return None
 
 
+def _backend_unusable() -> str | None:
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend is None or backend in BACKENDS:
+        return None
+    return (f"KERAS_BACKEND={backend} is not a backend this package trains under: set it to "
+            f"one of {', '.join(BACKENDS)}, or unset it (TensorFlow).")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    message = _backend_unusable()
+    if message is not None:  # before Keras is imported, which fails on it with a traceback
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     try:
         return _run(args)
     except ImportError as err:  # e.g. KERAS_BACKEND=jax without JAX installed
@@ -254,7 +275,9 @@ def _run(args) -> int:
     try:
         args.fn(args)
     except KeyboardInterrupt:
-        hint = f": {RESUME_HINT}" if args.command == "train" else ""
+        hint = ""
+        if args.command == "train":
+            hint = f": {OVERWRITE_HINT if args.overwrite else RESUME_HINT}"
         print(f"\ninterrupted{hint}.", file=sys.stderr)
         return 130
     except (DataError, RunFolderError, ValueError, FileExistsError, FileNotFoundError,

@@ -15,10 +15,13 @@ Huffman coding stage of Deep Compression), top-1 on the test split computed by
 the LiteRT interpreter itself, and the median batch-1 CPU latency.
 
 An export folder belongs to the model it was made from: beside `litert.csv`,
-`source.json` records the SHA-256 of that `model.keras` (`source_sha256`)
-and how many test images were evaluated, so that stale tables can be told
-apart (`squeeze_keras.smallmodels`). A table of a `limit`ed test subset goes
-to its own folder (`litert_limit<N>`) and never replaces a full one.
+`source.json` records the SHA-256 of that `model.keras` (`source_sha256`),
+the data it was measured on (`data`, `data_identity`) and how many test
+images were evaluated, so that stale tables can be told apart
+(`squeeze_keras.smallmodels`). A table of a `limit`ed test subset goes to
+its own folder (`litert_limit<N>`) and never replaces a full one; a table of
+other data than the run was trained on never goes inside the run folder
+(`check_data`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import json
 import pathlib
 import shutil
 import statistics
@@ -195,7 +197,43 @@ def litert_dir(folder, eval_limit=None) -> pathlib.Path:
 def read_source(out_dir) -> dict | None:
     """The `source.json` of an export (or pruned) folder, or `None` if it has none."""
     path = pathlib.Path(out_dir) / SOURCE_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return fileio.read_json(path) if path.exists() else None
+
+
+def recorded_data(out_dir):
+    """The data a derived folder records it was measured on: its `data_identity`, or for
+    older records its `data` label; `None` if it records none."""
+    source = read_source(out_dir)
+    if not isinstance(source, dict):
+        return None
+    return source.get("data_identity", source.get("data"))
+
+
+def check_data(run_dir, data, data_dir, out_dir, what="an export") -> dict:
+    """The identity of `data`, after checking that a result on it may go to `out_dir`.
+
+    A result measured on other data than `run_dir` was trained on (its
+    `config.json`) may not go inside the run folder, where it would stand in
+    for the run's own results (`litert/`, `pruned60/`): it needs an
+    `out_dir` outside it.
+
+    Raises:
+        ValueError: other data, with an `out_dir` inside the run folder.
+    """
+    identity = runs.data_identity(data, data_dir)
+    trained_on = runs.stored_data(run_dir)
+    if trained_on is None or runs.same_data(trained_on, identity):
+        return identity
+    run_dir = pathlib.Path(run_dir).resolve()
+    out = pathlib.Path(out_dir).resolve()
+    if out == run_dir or run_dir in out.parents:
+        raise ValueError(
+            f"{pathlib.Path(run_dir).name} was trained on {runs.describe_data(trained_on)} but "
+            f"{what} was asked on {runs.describe_data(identity)}; its results would replace "
+            f"the run's own in {out_dir}. Pass the run's data (CLI: "
+            f"{runs.data_flag(trained_on) or '--data'}), or write the other data's results "
+            "outside the run folder (CLI: --out).")
+    return identity
 
 
 def holds_full_table(out_dir) -> bool:
@@ -241,6 +279,8 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
         FileNotFoundError: `run_dir` holds no `model.keras`.
         FileExistsError: a limited export into an `out_dir` that holds a
             full-test-set table, without `overwrite`.
+        ValueError: `data` is not what the run was trained on and `out_dir`
+            is inside the run folder (`check_data`).
     """
     _check_positive_int("eval_limit", eval_limit, optional=True)
     _check_positive_int("representative", representative)
@@ -250,6 +290,7 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
             raise ValueError(f"`forms` must be a subset of {FORMS}. Received: forms={forms!r}")
     run_dir = pathlib.Path(run_dir)
     out_dir = litert_dir(run_dir, eval_limit) if out_dir is None else pathlib.Path(out_dir)
+    identity = check_data(run_dir, data, data_dir, out_dir)
     if eval_limit is not None and not overwrite and holds_full_table(out_dir):
         raise FileExistsError(
             f"{out_dir} holds a table of the full test split; an export with "
@@ -288,10 +329,12 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
         })
     table = pd.DataFrame(rows)
     table.attrs["test_images"] = len(y_test)
+    table.attrs["out_dir"] = str(out_dir)
     fileio.write_text(out_dir / TABLE_FILE, table.to_csv(index=False))
     fileio.write_json(out_dir / SOURCE_FILE, {
         "model": "model.keras", "source_sha256": fingerprint,
-        "data": runs.data_label(data), "eval_limit": eval_limit, "test_images": len(y_test),
+        "data": runs.data_label(data), "data_identity": identity,
+        "eval_limit": eval_limit, "test_images": len(y_test),
     })
     return table
 

@@ -52,3 +52,21 @@ def write_text(path, text: str) -> None:
 def write_json(path, obj) -> None:
     """Writes `obj` as indented JSON (with a final newline) to `path` atomically."""
     write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+class UnreadableFileError(ValueError):
+    """A result file exists but cannot be read as what it should be; the message names it."""
+
+
+def read_json(path):
+    """Reads a JSON file; a file that is not valid JSON is named in the error.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        UnreadableFileError: `path` is not valid JSON (truncated, hand-edited, binary).
+    """
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+        raise UnreadableFileError(f"{path} is not valid JSON ({err}).") from None

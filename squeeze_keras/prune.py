@@ -12,15 +12,20 @@ fraction rising from 0 to the target along the cubic schedule of Zhu & Gupta
 A pruned folder (`RUN/pruned60`) belongs to the model it was pruned from:
 its `source.json` records the SHA-256 of the run's `model.keras`
 (`source_sha256`) and of the pruned `model.keras` it holds (`model_sha256`,
-which stays checkable where that file, not committed, is absent). Pruning
+which stays checkable where that file, not committed, is absent) and the
+data it was fine-tuned and measured on (`data`, `data_identity`). Pruning
 into a folder again removes its exports, which belonged to the old model.
+Everything that can fail before the fine-tuning (the run's files, the data,
+whether the output folder can be written) is checked first, and the results
+are written to a staging folder and moved in only once all of them exist.
 """
 
 from __future__ import annotations
 
-import json
 import numbers
+import os
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -123,6 +128,13 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=6, out_dir=None, dat
     Returns:
         The metrics written to `metrics.json` (sparsity reached, top-1 on the
         test split, the unpruned model's top-1, ...).
+
+    Raises:
+        ValueError: `data` is not what the run was trained on and `out_dir`
+            is inside the run folder (`export.check_data`), or a file of the
+            run cannot be read (named).
+        PermissionError: the output folder cannot be written (before any
+            fine-tuning).
     """
     _check_sparsity(sparsity)
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
@@ -132,9 +144,67 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=6, out_dir=None, dat
         raise ValueError(f"`limit` must be a positive integer or None. Received: limit={limit!r}")
     run_dir = pathlib.Path(run_dir)
     out_dir = pruned_dir(run_dir, sparsity, limit) if out_dir is None else pathlib.Path(out_dir)
+    identity = export.check_data(run_dir, data, data_dir, out_dir, what="pruning")
     with runs.dtype_policy("float32"):
         config, model = runs.load_trained_model(run_dir)
-        source_sha256 = runs.model_fingerprint(run_dir / "model.keras")
+    source_sha256 = runs.model_fingerprint(run_dir / "model.keras")
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.exists():
+        raise FileNotFoundError(
+            f"{run_dir} holds no metrics.json: run the `train` command that made it again, "
+            "which rebuilds it without retraining.")
+    unpruned = fileio.read_json(metrics_file)
+    if not isinstance(unpruned, dict) or "top1" not in unpruned:
+        raise fileio.UnreadableFileError(f"{metrics_file} holds no top1: it was not written "
+                                         "by `train`.")
+    stored_config = (run_dir / "config.json").read_text()
+    staging = _staging_folder(out_dir)  # fails here, before the fine-tuning, if read-only
+    try:
+        metrics = _prune(model, config, data=data, data_dir=data_dir, limit=limit,
+                         sparsity=sparsity, epochs=epochs, verbose=verbose)
+        metrics["unpruned_top1"] = unpruned["top1"]
+        runs.save_model(model, config, staging / "model.keras")
+        fileio.write_text(staging / "config.json", stored_config)
+        fileio.write_json(staging / "metrics.json", metrics)
+        fileio.write_json(staging / SOURCE_FILE, {
+            "source": "../model.keras", "source_sha256": source_sha256,
+            "model_sha256": runs.model_fingerprint(staging / "model.keras"),
+            "data": runs.data_label(data), "data_identity": identity,
+        })
+        # What described the folder's previous model goes before the new model moves in.
+        for name in (SOURCE_FILE, "metrics.json"):
+            (out_dir / name).unlink(missing_ok=True)
+        export.remove_exports(out_dir)
+        for name in ("model.keras", "config.json", "metrics.json", SOURCE_FILE):
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # made for this call, and nothing came of it
+    return metrics
+
+
+def _staging_folder(out_dir: pathlib.Path) -> pathlib.Path:
+    """An empty folder beside `out_dir` for its new files; raises PermissionError now if
+    `out_dir` cannot be written."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".partial-{os.getpid()}"
+    try:
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied", str(out_dir / "model.keras"))
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return staging
+
+
+def _prune(model, config, *, data, data_dir, limit, sparsity, epochs, verbose) -> dict:
+    """Fine-tunes `model` with magnitude pruning in place; its metrics."""
+    with runs.dtype_policy("float32"):
         splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
                                batch_size=config.protocol.batch_size, data_dir=data_dir,
                                limit=limit)
@@ -148,21 +218,6 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=6, out_dir=None, dat
         scores = model.predict(data_lib.normalize(splits.x_test, config.preprocessing),
                                batch_size=config.protocol.batch_size, verbose=0)
         top1 = float((scores.argmax(1) == splits.y_test).mean())
-
-    # What described the folder's previous model goes before the new model is written.
-    for name in (SOURCE_FILE, "metrics.json"):
-        (out_dir / name).unlink(missing_ok=True)
-    export.remove_exports(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs.save_model(model, config, out_dir / "model.keras")
-    fileio.write_text(out_dir / "config.json", (run_dir / "config.json").read_text())
-    metrics = {"sparsity": round(sparsity_of(model), 4), "target_sparsity": sparsity,
-               "fine_tune_epochs": epochs, "top1": round(100 * top1, 2),
-               "unpruned_top1": json.loads((run_dir / "metrics.json").read_text())["top1"],
-               "test_size": splits.test_size}
-    fileio.write_json(out_dir / "metrics.json", metrics)
-    fileio.write_json(out_dir / SOURCE_FILE, {
-        "source": "../model.keras", "source_sha256": source_sha256,
-        "model_sha256": runs.model_fingerprint(out_dir / "model.keras"),
-    })
-    return metrics
+    return {"sparsity": round(sparsity_of(model), 4), "target_sparsity": sparsity,
+            "fine_tune_epochs": epochs, "top1": round(100 * top1, 2), "unpruned_top1": None,
+            "test_size": splits.test_size}

@@ -9,19 +9,20 @@ and `check_bars` measures them against `INT8_MAX_BYTES` and the rest.
 
 Derived folders record the fingerprint of the model they were made from
 (`source.json`); a step whose record no longer matches the current model is
-stale: `compress_run` redoes it, `size_table` refuses to use it.
+stale: `compress_run` redoes it, `size_table` refuses to use it. They also
+record the data they were measured on: `size_table` and `check_bars` refuse
+to put results of different data side by side.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import shutil
 
 import pandas as pd
 
-from squeeze_keras import export, prune, runs
+from squeeze_keras import export, fileio, prune, runs
 
 # The bars of the study (bytes; points of top-1 against the dense float model).
 INT8_MAX_BYTES = 850_000
@@ -30,11 +31,15 @@ PRUNED_MAX_GZIP_BYTES = 500_000
 PRUNED_MAX_DROP = 1.5
 
 COLUMNS = ["model", "sparsity", "form", "bytes", "gzip bytes", "top-1", "drop",
-           "agreement with keras", "latency ms"]
+           "agreement with keras", "latency ms", "data"]
 
 
 class StaleResultError(RuntimeError):
     """A derived folder was made from another model than the one its run holds now."""
+
+
+class MixedDataError(ValueError):
+    """Results measured on different data were to be compared in one table."""
 
 
 def model_sha256(folder):
@@ -92,6 +97,8 @@ def size_table(run_dir, limit=None) -> pd.DataFrame:
     Raises:
         FileNotFoundError: the run has not been exported yet.
         StaleResultError: a table or pruned folder was made from another model.
+        MixedDataError: the tables were measured on different data, on other
+            data than the run was trained on, or record none.
     """
     run_dir = pathlib.Path(run_dir)
     dense_dir = export.litert_dir(run_dir, limit)
@@ -104,6 +111,7 @@ def size_table(run_dir, limit=None) -> pd.DataFrame:
         raise _stale(run_dir / "model.keras", dense_dir,
                      f"export it again (`python -m squeeze_keras export {run_dir}`)")
     frames = [pd.read_csv(dense_dir / export.TABLE_FILE).assign(model="dense", sparsity=0.0)]
+    table_dirs = [dense_dir]
     for pruned in _pruned_folders(run_dir, limit):
         table_dir = export.litert_dir(pruned, limit)
         if not (table_dir / export.TABLE_FILE).exists():
@@ -114,14 +122,43 @@ def size_table(run_dir, limit=None) -> pd.DataFrame:
         if not _made_from(table_dir, model_sha256(pruned)):
             raise _stale(pruned, table_dir,
                          f"export it again (`python -m squeeze_keras export {pruned}`)")
-        metrics = json.loads((pruned / "metrics.json").read_text())
+        metrics = fileio.read_json(pruned / "metrics.json")
         frames.append(pd.read_csv(table_dir / export.TABLE_FILE).assign(
             model=pruned.name, sparsity=float(metrics["sparsity"])))
+        table_dirs.append(table_dir)
+    labels = _check_same_data(run_dir, table_dirs)
+    frames = [frame.assign(data=label) for frame, label in zip(frames, labels)]
     table = pd.concat(frames, ignore_index=True)
     reference = float(table.loc[(table["model"] == "dense")
                                 & (table["form"] == "keras (reference)"), "top-1"].iloc[0])
     table["drop"] = (reference - table["top-1"]).round(2)
     return table[COLUMNS]
+
+
+def _check_same_data(run_dir, table_dirs) -> list[str]:
+    """The data label of each table, after checking that all were measured on the run's data."""
+    trained_on = runs.stored_data(run_dir)
+    recorded = []
+    for table_dir in table_dirs:
+        data = export.recorded_data(table_dir)
+        if data is None:
+            raise MixedDataError(
+                f"{table_dir} records no data it was measured on (its source.json has no "
+                f"`data`): export it again (`python -m squeeze_keras export "
+                f"{table_dir.parent} --data ...`).")
+        recorded.append(data)
+    if trained_on is not None:
+        reference, against = trained_on, "the run was trained on"
+    else:
+        reference, against = recorded[0], f"{table_dirs[0]} was measured on"
+    for table_dir, data in zip(table_dirs, recorded):
+        if not runs.same_data(reference, data):
+            raise MixedDataError(
+                f"{table_dir} was measured on {runs.describe_data(data)}, but {against} "
+                f"{runs.describe_data(reference)}: results of different data are not compared. "
+                f"Export it again on the run's data (`python -m squeeze_keras export "
+                f"{table_dir.parent} --data ...`).")
+    return [runs.identity_label(data) for data in recorded]
 
 
 def check_bars(table: pd.DataFrame) -> pd.DataFrame:
@@ -131,7 +168,15 @@ def check_bars(table: pd.DataFrame) -> pd.DataFrame:
     points of the float model. Each pruned variant's int8 model: gzip'ed
     under `PRUNED_MAX_GZIP_BYTES` (the paper's 0.47 MB) and within
     `PRUNED_MAX_DROP` points of the dense float model.
+
+    Raises:
+        MixedDataError: the table's `data` column names more than one data source.
     """
+    if "data" in table.columns and table["data"].nunique(dropna=False) > 1:
+        raise MixedDataError(
+            "The table mixes results measured on different data "
+            f"({', '.join(map(str, table['data'].unique()))}): its drops would compare "
+            "accuracies of different test sets. Measure every model on the same data.")
     rows = []
 
     def add(what, measured, limit, met):
@@ -183,6 +228,7 @@ def compress_run(run_dir, *, data="tfds", sparsity=0.6, prune_epochs=6, data_dir
     """
     run_dir = pathlib.Path(run_dir)
     pruned = prune.pruned_dir(run_dir, sparsity, limit)  # checks `sparsity` first
+    export.check_data(run_dir, data, data_dir, pruned, what="the small-models study")
     options = dict(data=data, data_dir=data_dir, eval_limit=limit,
                    representative=representative, latency_runs=latency_runs)
     dense_sha256 = model_sha256(run_dir)

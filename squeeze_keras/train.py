@@ -3,7 +3,10 @@
 `run_experiment` checks the arguments and the run folder (`squeeze_keras.runs`)
 before it loads any data, trains with Keras `fit` and its callbacks (CSV
 history, best checkpoint, `BackupAndRestore`, `TerminateOnNaN`), evaluates on
-the test split and writes the run folder's files, each atomically.
+the test split and writes the run folder's files, each atomically. An old
+run that `overwrite` replaces is set aside only once the new run's data and
+config have passed their checks, and removed once the new run has finished
+an epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import math
 import platform
 import statistics
 import time
@@ -28,6 +32,18 @@ from squeeze_keras import data as data_lib
 # epoch's reported `loss` still counts that batch as a full one; accuracy and
 # top-5 are exact.)
 LOSS_REDUCTION = "mean_with_sample_weight"
+
+
+class DiscardReplaced(keras.callbacks.Callback):
+    """Removes the overwritten run (`runs.set_aside`) once the new one has finished an epoch."""
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        if math.isfinite((logs or {}).get("loss", 0.0)):  # a NaN epoch is no start
+            runs.discard_replaced(self.run_dir)
 
 
 class EpochStats(keras.callbacks.Callback):
@@ -220,7 +236,9 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
     """Trains and evaluates one experiment into `out_dir/<run_name>` (e.g. `e4`, `e4_seed1`).
 
     Calling it again with the same arguments resumes an interrupted run and
-    returns a finished one as it is; a folder holding a run with any other
+    returns a finished one as it is (a finished run whose `metrics.json` is
+    missing or unreadable gets it rebuilt from `history.csv` and
+    `model.keras`, never retrained); a folder holding a run with any other
     config (architecture, protocol, epochs, seed, data, limit, precision) is
     refused before anything is loaded or trained, unless `overwrite`.
 
@@ -238,7 +256,10 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
             runs). Defaults to `None` (all).
         precision: `"auto"` or a Keras dtype policy name. Defaults to `"auto"`.
         data_dir: tfds data folder. Defaults to tfds' own.
-        overwrite: empty the run folder and train afresh. Defaults to `False`.
+        overwrite: replace the folder's run by a new one. The old run is set
+            aside once the data are loaded and checked, and removed once the
+            new run has finished an epoch (put back if it fails before).
+            Defaults to `False`.
         verbose: Keras `fit` verbosity (1 = a progress bar per epoch).
         callbacks: extra Keras callbacks.
         strategy: a `tf.distribute.Strategy`. Defaults to `devices.distribution_strategy()`.
@@ -250,7 +271,8 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
         holdout_seed: seed of the hold-out choice (not of the run). Defaults to `0`.
 
     Returns:
-        A `RunResult` (run folder, history DataFrame, metrics dict).
+        A `RunResult` (run folder, history DataFrame, metrics dict, and
+        `status`: "trained", "resumed", "finished" or "rebuilt").
     """
     config = experiments.get(name_or_config)
     if protocol is not None:
@@ -270,19 +292,25 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
         decision = runs.decide(run_dir, spec, overwrite)
         if decision == "reuse":
             return runs.load_run(run_dir)
+        if decision == "rebuild":
+            return _rebuild_metrics(config, spec, run_dir, data=data, data_dir=data_dir,
+                                    policy=policy, holdout=holdout, holdout_seed=holdout_seed)
         try:
-            result = _train(config, spec, run_dir, data=data, data_dir=data_dir, policy=policy,
-                            verbose=verbose, callbacks=callbacks, strategy=strategy,
-                            holdout=holdout, holdout_seed=holdout_seed)
+            result = _train(config, spec, run_dir, fresh=decision == "new", data=data,
+                            data_dir=data_dir, policy=policy, verbose=verbose,
+                            callbacks=callbacks, strategy=strategy, holdout=holdout,
+                            holdout_seed=holdout_seed)
             result.status = "resumed" if decision == "resume" else "trained"
             return result
         except BaseException:
+            # A new run stopped before it finished an epoch: the run it replaced comes back.
+            runs.restore_replaced(run_dir)
             runs.remove_if_untrained(run_dir)  # a failed start leaves no half-made folder
             raise
 
 
-def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks, strategy,
-           holdout=None, holdout_seed=0):
+def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, callbacks,
+           strategy, holdout=None, holdout_seed=0):
     epochs, seed, limit = spec["epochs"], spec["seed"], spec["limit"]
     devices.enable_compilation_cache()
     strategy = strategy or devices.distribution_strategy()
@@ -303,7 +331,10 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
     if splits.classes != config.classes:
         raise ValueError(f"Experiment {config.name!r} expects {config.classes} classes but the "
                          f"data has {splits.classes} ({splits.dataset}).")
-    # Every check has passed: from here on the folder belongs to this run.
+    # Every check has passed: from here on the folder belongs to this run. What it held
+    # before (a run to overwrite) waits in `.replaced/` until the new run finishes an epoch.
+    if fresh:
+        runs.set_aside(run_dir)
     fileio.write_json(run_dir / "config.json", spec)
     with runs.dtype_policy(policy):
         keras.utils.set_random_seed(seed)
@@ -314,7 +345,8 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
             trained = (augment.training_model(model, config.preprocessing, seed=seed)
                        if on_device else model)
             compile_model(trained, config, steps, epochs, scale=replicas)
-        history = fit(trained, splits, run_dir, epochs, callbacks, verbose)
+        history = fit(trained, splits, run_dir, epochs, [*callbacks, DiscardReplaced(run_dir)],
+                      verbose)
         evaluation = trained.evaluate(splits.test, return_dict=True, verbose=0)
         extra = evaluation_extras(model, config, splits, batch_size)
     runs.save_model(model, config, run_dir / "model.keras")
@@ -324,6 +356,62 @@ def _train(config, spec, run_dir, *, data, data_dir, policy, verbose, callbacks,
     metrics.update(extra)
     runs.write_metrics(run_dir, metrics)
     return runs.RunResult(run_dir, history, metrics)
+
+
+def _rebuild_metrics(config, spec, run_dir, *, data, data_dir, policy, holdout=None,
+                     holdout_seed=0) -> runs.RunResult:
+    """`metrics.json` of a finished run that lost it, from `history.csv` and `model.keras`.
+
+    The run is not retrained. Its test top-1, top-5 and loss are the last
+    epoch's validation on the test split (what the training's final
+    evaluation measured); `model.keras` is evaluated on the test split to
+    check that it is that epoch's model.
+
+    Raises:
+        RunFolderError: `model.keras` does not give the history's last top-1.
+    """
+    epochs, seed, limit = spec["epochs"], spec["seed"], spec["limit"]
+    history = runs.read_history(run_dir).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    _, model = runs.load_trained_model(run_dir)  # float32: fast on any CPU
+    batch_size = config.protocol.batch_size
+    if isinstance(data, data_lib.Splits):
+        splits = data
+    else:
+        splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
+                               batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir,
+                               holdout=holdout, holdout_seed=holdout_seed)
+    compile_model(model, config, -(-splits.train_size // batch_size), epochs)
+    evaluation = model.evaluate(splits.test, return_dict=True, verbose=0)
+    last = history.iloc[-1]
+    recorded = {"accuracy": last["val_accuracy"], "top5": last["val_top5"],
+                "loss": last["val_loss"]}
+    # Another precision (a mixed-precision run evaluated in float32) may flip a few images.
+    tolerance = max(0.5, 300 / splits.test_size)
+    measured, logged = 100 * evaluation["accuracy"], 100 * recorded["accuracy"]
+    metrics_file = run_dir / "metrics.json"
+    if abs(measured - logged) > tolerance:
+        raise runs.RunFolderError(
+            f"{metrics_file} is missing or unreadable, and {run_dir / 'model.keras'} gives "
+            f"top-1 {measured:.2f} % on the test split where the last epoch of history.csv "
+            f"logged {logged:.2f} %: the model is not that epoch's, so the metrics cannot be "
+            "rebuilt. Restore metrics.json, train into another out_dir (CLI: --out), or pass "
+            "overwrite=True (CLI: --overwrite) to train it afresh.")
+    metrics = run_metrics(config, splits, model, history, recorded, seed=seed, limit=limit,
+                          policy=policy, batch_size=None, replicas=None,
+                          data_source=runs.data_label(data))
+    metrics.update(evaluation_extras(model, config, splits, batch_size))
+    finished = datetime.datetime.fromtimestamp((run_dir / "model.keras").stat().st_mtime,
+                                               datetime.timezone.utc)
+    metrics.update(
+        hardware="unknown (metrics rebuilt)",
+        finished=finished.isoformat(timespec="seconds"),
+        rebuilt={"from": ["history.csv", "model.keras"],
+                 "was": "unreadable" if metrics_file.exists() else "missing",
+                 "evaluated_top1": round(measured, 2), "on": devices.hardware(),
+                 "at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                     timespec="seconds")})
+    runs.write_metrics(run_dir, metrics)
+    return runs.RunResult(run_dir, history, metrics, status="rebuilt")
 
 
 def run_seeds(name_or_config, seeds=(0, 1, 2), **kwargs) -> list[runs.RunResult]:

@@ -42,6 +42,7 @@ def test_every_form_is_written_and_smaller_where_it_should_be(table, learned):
     source = json.loads((out / "source.json").read_text())
     assert source["source_sha256"] == runs.model_fingerprint(learned.run_dir / "model.keras")
     assert source["eval_limit"] == 300 and source["test_images"] == 300 == df.attrs["test_images"]
+    assert source["data_identity"] == {"source": "synthetic"} and df.attrs["out_dir"] == str(out)
 
 
 def test_interpreter_agrees_with_keras(table):

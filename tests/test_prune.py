@@ -52,6 +52,7 @@ def test_pruned_run_keeps_accuracy_and_gzips_smaller(learned, tmp_path):
     source = json.loads((out / "source.json").read_text())
     assert source["source_sha256"] == runs.model_fingerprint(learned.run_dir / "model.keras")
     assert source["model_sha256"] == runs.model_fingerprint(out / "model.keras")
+    assert source["data_identity"] == {"source": "synthetic"}
 
 
 @pytest.mark.parametrize("sparsity", [60, 0, 1, 1.0, -0.5, True, "0.6"])

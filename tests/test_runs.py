@@ -26,11 +26,11 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated Ctrl-C")
 
 
-def write_folder(root, seed, per_class=4):
-    """A tiny CIFAR-shaped image folder (2 splits x 10 classes x `per_class` PNGs)."""
+def write_folder(root, seed, per_class=4, classes=10):
+    """A tiny CIFAR-shaped image folder (2 splits x `classes` classes x `per_class` PNGs)."""
     rng = np.random.default_rng(seed)
     for split in ("train", "test"):
-        for label in range(10):
+        for label in range(classes):
             folder = root / split / f"class{label}"
             folder.mkdir(parents=True)
             for i in range(per_class):
@@ -60,7 +60,7 @@ def test_two_folders_with_the_same_name_are_different_data(tmp_path):
     assert runs.data_identity(str(first)) != runs.data_identity(str(second))
     out = tmp_path / "runs"
     run_experiment("baseline", epochs=1, data=str(first), out_dir=out, **FAST)
-    with pytest.raises(runs.RunFolderError, match=r"finished run .*differs in: data\.path"):
+    with pytest.raises(runs.RunFolderError, match=r"finished run .*differs in: data \(data\.path\)"):
         run_experiment("baseline", epochs=1, data=str(second), out_dir=out, **FAST)
 
 
@@ -108,10 +108,61 @@ def test_overwrite_removes_what_was_derived_from_the_old_model(tmp_path):
     (first.run_dir / "litert").mkdir()
     (first.run_dir / "litert" / "litert.csv").write_text("stale\n")
     (first.run_dir / "pruned60").mkdir()
+
+    def files():
+        return {p.relative_to(first.run_dir): p.read_bytes()
+                for p in first.run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = files()
+    with pytest.raises(KeyboardInterrupt):  # at the first epoch's end, before it counts
+        run_experiment("baseline", epochs=2, data="synthetic", out_dir=tmp_path,
+                       overwrite=True, callbacks=[Interrupt(0)], **FAST)
+    # The new run finished no epoch: the old one is back as it was.
+    assert files() == before and (first.run_dir / "pruned60").is_dir()
+    assert not (first.run_dir / runs.REPLACED).exists()
     again = run_experiment("baseline", epochs=2, data="synthetic", out_dir=tmp_path,
                            overwrite=True, **FAST)
     assert again.status == "trained" and len(again.history) == 2
     assert not (first.run_dir / "litert").exists() and not (first.run_dir / "pruned60").exists()
+    assert not (first.run_dir / runs.REPLACED).exists()
+
+
+def test_a_trained_folder_without_config_is_refused(tmp_path):
+    run_dir = runs.run_dir_for(experiments.get("baseline"), tmp_path)
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes(b"a trained model")
+    with pytest.raises(runs.RunFolderError, match="holds a trained run but no config.json"):
+        run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    assert (run_dir / "model.keras").read_bytes() == b"a trained model"
+
+
+def test_a_refusal_points_to_a_run_left_aside_by_a_killed_overwrite(tmp_path):
+    spec = runs.run_spec(experiments.get("baseline"), epochs=1, seed=0, data="synthetic",
+                         limit=None, precision="float32")
+    (tmp_path / runs.REPLACED).mkdir(parents=True)  # kill -9 in the new run's first epoch
+    (tmp_path / "config.json").write_text(json.dumps({**spec, "epochs": 2}))
+    with pytest.raises(runs.RunFolderError, match=r"epochs: stored 2, requested 1.*\.replaced "
+                                                  r"holds the run this folder held before"):
+        runs.decide(tmp_path, spec)
+
+
+def test_metrics_are_not_rebuilt_from_another_model(learned, tmp_path):
+    import shutil
+
+    from squeeze_keras import data
+
+    run_dir = tmp_path / "e1"
+    shutil.copytree(learned.run_dir, run_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    (run_dir / "metrics.json").unlink()
+    config, model = runs.load_trained_model(run_dir)
+    model.set_weights([w * 0 for w in model.get_weights()])  # not the history's model
+    runs.save_model(model, config, run_dir / "model.keras")
+    model_bytes = (run_dir / "model.keras").read_bytes()
+    splits = data.load("cifar10", "synthetic", preprocessing="cifar", synthetic_sizes=(4000, 1000))
+    with pytest.raises(runs.RunFolderError, match=r"logged .* the model is not that epoch's"):
+        run_experiment("e1", epochs=4, data=splits, out_dir=tmp_path, verbose=0)
+    assert (run_dir / "model.keras").read_bytes() == model_bytes
+    assert not (run_dir / "metrics.json").exists()
 
 
 def test_a_run_loads_with_its_own_stored_config(tmp_path):

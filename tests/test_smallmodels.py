@@ -18,6 +18,7 @@ def test_committed_tables_match_their_models(run):
     table = smallmodels.size_table(RESULTS / run)
     assert table.loc[0, "model"] == "dense" and table.loc[0, "drop"] == 0
     assert {"dense", "pruned60"} <= set(table["model"])
+    assert set(table["data"]) == {"folder:cifar10-jpeg.tar.gz"}
 
 
 def test_committed_best_run_meets_the_bars():
@@ -42,6 +43,7 @@ def test_compress_run_measures_dense_and_pruned_forms(compressed):
     run_dir, table = compressed
     assert list(table["model"].unique()) == ["dense", "pruned60_limit300"]
     assert list(table["form"]) == 2 * ["keras (reference)", *export.FORMS]
+    assert set(table["data"]) == {"synthetic"}
     pruned = table.loc[table["model"] == "pruned60_limit300", "sparsity"].tolist()
     assert pruned == pytest.approx(5 * [0.6], abs=0.01)
     gz = table[table["form"] == "int8"].set_index("model")["gzip bytes"]
@@ -103,6 +105,35 @@ def test_pruned_table_is_checked_through_the_recorded_chain(study_copy):
         smallmodels.size_table(study_copy, limit=300)
 
 
+ARCHIVE = {"source": "folder", "name": "cifar10-jpeg.tar.gz", "bytes": 19432150,
+           "digest": "0bfcb68717a0ecb0"}
+
+
+def _record_data(table_dir, identity):
+    source = json.loads((table_dir / "source.json").read_text())
+    source["data_identity"] = identity
+    (table_dir / "source.json").write_text(json.dumps(source))
+
+
+def test_size_table_and_bars_refuse_results_of_different_data(study_copy):
+    pruned_table = study_copy / "pruned60_limit300" / "litert_limit300"
+    _record_data(pruned_table, ARCHIVE)  # as if measured on the real CIFAR-10 copy
+    with pytest.raises(smallmodels.MixedDataError,
+                       match=r"litert_limit300 was measured on cifar10-jpeg\.tar\.gz .*but the "
+                             r"run was trained on synthetic"):
+        smallmodels.size_table(study_copy, limit=300)
+    _record_data(pruned_table, {"source": "synthetic"})
+    _record_data(study_copy / "litert_limit300", ARCHIVE)  # the dense table on other data
+    with pytest.raises(smallmodels.MixedDataError, match="results of different data"):
+        smallmodels.size_table(study_copy, limit=300)
+    _record_data(study_copy / "litert_limit300", {"source": "synthetic"})
+    table = smallmodels.size_table(study_copy, limit=300)
+    assert smallmodels.check_bars(table)["check"].size == 4
+    table.loc[table["model"] != "dense", "data"] = "folder:cifar10-jpeg.tar.gz"
+    with pytest.raises(smallmodels.MixedDataError, match="mixes results measured on different"):
+        smallmodels.check_bars(table)
+
+
 def test_compress_run_redoes_stale_steps(study_copy, monkeypatch):
     """With export and pruning replaced by fast stand-ins that record their calls."""
     calls = []
@@ -113,7 +144,8 @@ def test_compress_run_redoes_stale_steps(study_copy, monkeypatch):
         out_dir.mkdir(parents=True)
         (out_dir / "litert.csv").write_text(csv)
         (out_dir / "source.json").write_text(json.dumps(
-            {"source_sha256": runs.model_fingerprint(run_dir / "model.keras")}))
+            {"source_sha256": runs.model_fingerprint(run_dir / "model.keras"),
+             "data_identity": {"source": "synthetic"}}))
 
     def fake_prune(run_dir, *, out_dir, **kwargs):
         calls.append(("prune", out_dir.relative_to(study_copy).as_posix()))
