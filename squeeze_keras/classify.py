@@ -19,11 +19,15 @@ shrinks (antialiased). The model is one of:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import pathlib
+import sys
 from typing import Callable
 
+import keras
 import numpy as np
 
 from squeeze_keras import classes as classes_lib
@@ -70,6 +74,34 @@ def read_image(path) -> np.ndarray:
     return np.asarray(image, np.uint8)
 
 
+@contextlib.contextmanager
+def native_output_silenced():
+    """Sends file descriptors 1 and 2 to /dev/null while the block runs.
+
+    For the lines that TensorFlow's converter and the LiteRT interpreter print
+    from C++ ("fully_quantize: 0, ...", "Created TensorFlow Lite XNNPACK
+    delegate for CPU"), which no log level reaches.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _predict(model, images, batch_size=256) -> np.ndarray:
+    # Eager calls: no tf.function is traced for a few images, nor retraced for each new model.
+    return np.concatenate([keras.ops.convert_to_numpy(model(images[i:i + batch_size], training=False))
+                           for i in range(0, len(images), batch_size)])
+
+
 @dataclasses.dataclass
 class Classifier:
     """Turns uint8 RGB images `(n, 32, 32, 3)` into class probabilities `(n, classes)`."""
@@ -84,7 +116,7 @@ def _from_named(name: str) -> Classifier:
     info = pretrained.weights_info(name)
 
     def predict(images):
-        return model.predict(pretrained.preprocess_input(images, name), batch_size=256, verbose=0)
+        return _predict(model, pretrained.preprocess_input(images, name))
 
     return Classifier(predict, classes_lib.class_names(info["dataset"]),
                       f"weights={name!r} ({info['run']}, top-1 {info['top1']:.2f} %)")
@@ -94,8 +126,7 @@ def _from_run(run_dir: pathlib.Path) -> Classifier:
     config, model = runs.load_trained_model(run_dir)
 
     def predict(images):
-        return model.predict(data_lib.normalize(images, config.preprocessing), batch_size=256,
-                             verbose=0)
+        return _predict(model, data_lib.normalize(images, config.preprocessing))
 
     return Classifier(predict, classes_lib.class_names(config.dataset),
                       f"run folder {run_dir} ({config.name}, {config.protocol.name})")
@@ -117,8 +148,9 @@ def _from_tflite(path: pathlib.Path) -> Classifier:
         origin = "preprocessing of the cifar10 weights"
 
     def predict(images):
-        return export.predict(content, data_lib.normalize(images, preprocessing),
-                              batch_size=min(len(images), 250))
+        with native_output_silenced():
+            return export.predict(content, data_lib.normalize(images, preprocessing),
+                                  batch_size=min(len(images), 250))
 
     return Classifier(predict, classes_lib.class_names(dataset), f"LiteRT model {path} ({origin})")
 

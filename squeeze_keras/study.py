@@ -30,6 +30,7 @@ NOTEBOOKS = {
     "06_results": None,
     "07_small_models": None,
     "08_design_space": None,
+    "09_use_the_model": None,
 }
 EXPERIMENT_NOTEBOOKS = tuple(stem for stem, name in NOTEBOOKS.items() if name is not None)
 RESULTS_NOTEBOOK = "06_results"
