@@ -101,8 +101,9 @@ print(f"{len(x_test)} test images from {source}: top-1 {top1:.2f} % "
 # %% [markdown]
 # ## Predictions, pictures first
 #
-# The first 32 evaluated images with the predicted class and its probability; a wrong
-# prediction is marked in red with the true class beside it.
+# 32 of the evaluated images, spread evenly over them (three or four of each class), with the
+# predicted class and its probability; a wrong prediction is marked in red with the true
+# class under it.
 
 # %%
 def image_grid(indices, title, columns=8, path=None):
@@ -127,7 +128,8 @@ def image_grid(indices, title, columns=8, path=None):
 
 
 where = f"{source}, {len(x_test)} test images; {notebook.hardware()}"
-image_grid(np.arange(min(32, len(x_test))), f"SqueezeNet(weights={WEIGHTS!r}) on {where}",
+spread = np.linspace(0, len(x_test) - 1, min(32, len(x_test))).astype(int)
+image_grid(spread, f"SqueezeNet(weights={WEIGHTS!r}) on {where}",
            path=None if figures is None else figures / "e4_tuned2_predictions.png")
 
 # %% [markdown]
