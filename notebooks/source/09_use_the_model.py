@@ -86,7 +86,9 @@ except data.DataError as err:
     splits = data.load("cifar10", "synthetic", pipeline="numpy",
                        synthetic_sizes=(256, EVAL_IMAGES or 500))
     source = "synthetic"
-real = source != "synthetic"
+if source == "synthetic" and figures is not None:
+    figures = None  # figures/ holds real runs only
+    print("(FIGURES_DIR ignored: synthetic images)")
 step = max(1, len(splits.x_test) // (EVAL_IMAGES or len(splits.x_test)))
 x_test, y_test = splits.x_test[::step][:EVAL_IMAGES], splits.y_test[::step][:EVAL_IMAGES]
 names = np.array(classes.CIFAR10)
