@@ -21,6 +21,9 @@ _EXPORTS = {
     "fire_module": ("model", "fire_module"),
     "format_table2": ("model", "format_table2"),
     "table2": ("model", "table2"),
+    "preprocess_input": ("pretrained", "preprocess_input"),
+    "decode_predictions": ("pretrained", "decode_predictions"),
+    "weights_info": ("pretrained", "weights_info"),
 }
 __all__ = sorted(_EXPORTS)
 

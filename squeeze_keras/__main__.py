@@ -1,17 +1,19 @@
-"""Command line: `python -m squeeze_keras list | summary | train | export | prune | study`."""
+"""Command line: `python -m squeeze_keras list | summary | train | export | prune | study | predict`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
 import sys
 
 # Set before TensorFlow is first imported: its C++ start-up chatter (CUDA
-# probes, CPU flags) is noise here, and its oneDNN CPU kernels, which it turns
-# on by itself only on AVX-512-class CPUs, train faster on AVX2 ones too
-# (benchmarks/README.md).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# probes, CPU flags, and "failed call to cuInit", an error-level line, on a
+# machine without a GPU) is noise here, as in the notebooks, and its oneDNN
+# CPU kernels, which it turns on by itself only on AVX-512-class CPUs, train
+# faster on AVX2 ones too (benchmarks/README.md).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 RESUME_HINT = "run the same command again to resume from the last finished epoch"
@@ -147,6 +149,22 @@ def _prune(args):
           f"after {m['fine_tune_epochs']} fine-tuning epochs -> {out} (export it with `export {out}`)")
 
 
+def _predict(args):
+    import json
+
+    from squeeze_keras.classify import classify_files, format_result, load_classifier
+
+    results = classify_files(args.images, load_classifier(args.weights), top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for result in results:
+        if "error" in result:
+            print(f"error: {result['image']}: {result['error']}", file=sys.stderr)
+        elif not args.json:
+            print(format_result(result))
+    return 1 if any("error" in result for result in results) else 0
+
+
 def _study(args):
     from squeeze_keras.study import run_study
 
@@ -233,6 +251,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="run only these notebooks (stems, e.g. 06_results)")
     p.set_defaults(fn=_study)
+
+    p = sub.add_parser(
+        "predict", help="classify image files (top classes and probabilities)",
+        description="Classify PNG or JPEG files of any size: each is made RGB (grayscale "
+                    "replicated, transparency composited onto white), centre-cropped to a "
+                    "square and resized to 32x32 with Pillow's antialiased bicubic filter. "
+                    "One line per image; a file that cannot be read is an error line, the "
+                    "others are still classified, and the exit code is 1.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG)")
+    p.add_argument("--weights", default="cifar10",
+                   help="cifar10 (default: the weights that ship with the package, E4 tuned2), "
+                        "a run folder (e.g. results/e4_tuned2), or a .tflite file made by export")
+    p.add_argument("--top", type=_int_at_least(1, "a positive integer"), default=5,
+                   help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON list of {image, predictions: [[class, probability]...]} "
+                        "or {image, error}")
+    p.set_defaults(fn=_predict)
     return parser
 
 
@@ -252,12 +288,42 @@ def _backend_unusable() -> str | None:
             f"one of {', '.join(BACKENDS)}, or unset it (TensorFlow).")
 
 
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with file descriptor 2 sent to /dev/null while it loads.
+
+    Its C++ libraries print lines as they load ("oneDNN custom operations are
+    on", "Could not find cuda drivers"), before any log level applies; the
+    notebooks' set-up cell does the same. Python's own errors still show.
+    """
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _needs_tensorflow(args) -> bool:
+    # `list` reads only the registry; under another Keras backend only export and prune do.
+    if args.command == "list":
+        return False
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    return backend == "tensorflow" or args.command in ("export", "prune")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     message = _backend_unusable()
     if message is not None:  # before Keras is imported, which fails on it with a traceback
         print(f"error: {message}", file=sys.stderr)
         return 2
+    if _needs_tensorflow(args):
+        _import_tensorflow_quietly()
     try:
         return _run(args)
     except ImportError as err:  # e.g. KERAS_BACKEND=jax without JAX installed
@@ -269,19 +335,17 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from squeeze_keras.data import DataError
-    from squeeze_keras.runs import RunFolderError
-
+    # DataError is a ValueError and RunFolderError a FileExistsError: caught below without
+    # importing their modules, which load Keras (and TensorFlow) before `list` needs neither.
     try:
-        args.fn(args)
+        status = args.fn(args)
     except KeyboardInterrupt:
         hint = ""
         if args.command == "train":
             hint = f": {OVERWRITE_HINT if args.overwrite else RESUME_HINT}"
         print(f"\ninterrupted{hint}.", file=sys.stderr)
         return 130
-    except (DataError, RunFolderError, ValueError, FileExistsError, FileNotFoundError,
-            NotADirectoryError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except PermissionError as err:
@@ -293,7 +357,7 @@ def _run(args) -> int:
         if type(err).__name__ == "PapermillExecutionError":
             return 1  # run_study has said which notebook and cell failed
         raise
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,27 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import keras
-from keras import layers
+import os
+
+from squeeze_keras import pretrained
+
+
+
+class _Keras:
+    """`keras`, imported when first used.
+
+    `experiments` (and so the command line's `list`) reads `ModelConfig` and
+    the registry without loading Keras and its backend: importing TensorFlow
+    takes seconds and prints C++ log lines.
+    """
+
+    def __getattr__(self, name):
+        import keras
+
+        return getattr(keras, name)
+
+
+keras = _Keras()
 
 BYPASS_TYPES = ("simple", "complex")
 
@@ -229,9 +248,6 @@ class ModelConfig:
         return out
 
 
-_DEFAULT = ModelConfig()
-
-
 def _conv_init():
     # torchvision: init.kaiming_uniform_(w) (a=0, fan_in) -> U(+-sqrt(6 / fan_in)).
     return keras.initializers.HeUniform()
@@ -246,16 +262,16 @@ def _conv_relu(x, filters, kernel, name, batch_norm, **conv_kwargs):
     torch lineage, and the moving statistics settle within short runs.
     """
     if not batch_norm:
-        return layers.Conv2D(
+        return keras.layers.Conv2D(
             filters, kernel, activation="relu", kernel_initializer=_conv_init(),
             name=name, **conv_kwargs,
         )(x)
-    x = layers.Conv2D(
+    x = keras.layers.Conv2D(
         filters, kernel, use_bias=False, kernel_initializer=_conv_init(), name=name,
         **conv_kwargs,
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
 def fire_module(x, fire: Fire, name: str, *, batch_norm=False, bypass=None):
@@ -283,7 +299,7 @@ def fire_module(x, fire: Fire, name: str, *, batch_norm=False, bypass=None):
     x = _conv_relu(x, fire.squeeze, 1, f"{name}_squeeze1x1", batch_norm)
     left = _conv_relu(x, fire.expand1x1, 1, f"{name}_expand1x1", batch_norm)
     right = _conv_relu(x, fire.expand3x3, 3, f"{name}_expand3x3", batch_norm, padding="same")
-    x = layers.Concatenate(axis=-1, name=f"{name}_concat")([left, right])
+    x = keras.layers.Concatenate(axis=-1, name=f"{name}_concat")([left, right])
     if bypass is None:
         return x
     channels = fire.expand1x1 + fire.expand3x3
@@ -293,14 +309,14 @@ def fire_module(x, fire: Fire, name: str, *, batch_norm=False, bypass=None):
                 f"A simple bypass around {name} needs {channels} input channels "
                 f"(its output); the input has {shortcut.shape[-1]}. Use bypass='complex'."
             )
-        shortcut = layers.Conv2D(
+        shortcut = keras.layers.Conv2D(
             channels, 1, use_bias=not batch_norm, kernel_initializer=_conv_init(),
             name=f"{name}_bypass_conv",
         )(shortcut)
         if batch_norm:
-            shortcut = layers.BatchNormalization(
+            shortcut = keras.layers.BatchNormalization(
                 momentum=0.9, epsilon=1e-5, name=f"{name}_bypass_bn")(shortcut)
-    return layers.Add(name=f"{name}_bypass")([x, shortcut])
+    return keras.layers.Add(name=f"{name}_bypass")([x, shortcut])
 
 
 def ceil_pool_padding(size: int, pool_size: int, strides: int) -> int:
@@ -323,9 +339,9 @@ def _edge_pad(x, pad_h: int, pad_w: int, name: str):
             continue
         size = x.shape[axis]
         crop = ((size - 1, 0), (0, 0)) if axis == 1 else ((0, 0), (size - 1, 0))
-        edge = layers.Cropping2D(crop, name=f"{name}_edge{axis}")(x)
+        edge = keras.layers.Cropping2D(crop, name=f"{name}_edge{axis}")(x)
         last = axis == 2 or not pad_w
-        x = layers.Concatenate(axis=axis, name=name if last else f"{name}_rows")(
+        x = keras.layers.Concatenate(axis=axis, name=name if last else f"{name}_rows")(
             [x] + [edge] * pad)
     return x
 
@@ -345,34 +361,100 @@ def max_pool_ceil(x, pool_size: int, strides: int, name: str, *, nonnegative=Tru
     pad_h = ceil_pool_padding(height, pool_size, strides)
     pad_w = ceil_pool_padding(width, pool_size, strides)
     if (pad_h or pad_w) and nonnegative:
-        x = layers.ZeroPadding2D(((0, pad_h), (0, pad_w)), name=f"{name}_pad")(x)
+        x = keras.layers.ZeroPadding2D(((0, pad_h), (0, pad_w)), name=f"{name}_pad")(x)
     elif pad_h or pad_w:
         x = _edge_pad(x, pad_h, pad_w, name=f"{name}_pad")
-    return layers.MaxPooling2D(pool_size, strides=strides, name=name)(x)
+    return keras.layers.MaxPooling2D(pool_size, strides=strides, name=name)(x)
+
+
+ARCHITECTURE_ARGS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# Arguments that hold no weights, so they may differ from the named weights' architecture.
+_FREE_WITH_WEIGHTS = ("dropout",)
+
+
+def _model_config_from_json(obj: dict) -> ModelConfig:
+    """A `ModelConfig` from its JSON form (lists for tuples, Fire specs as dicts)."""
+    fields = dict(obj)
+    fields["fires"] = tuple((name, Fire(**fire)) for name, fire in obj["fires"])
+    return ModelConfig(**fields)
+
+
+def _as_stored(key, value):
+    """An architecture argument as `ModelConfig` stores it (sequences as tuples)."""
+    if key == "fires" and not isinstance(value, str):
+        return tuple(tuple(item) for item in value)
+    if key in ("pool_after", "bypass") and not isinstance(value, str):
+        return tuple(value)
+    return value
+
+
+def _resolve_weights(weights, include_top, input_shape, classes, architecture):
+    """Checks `weights` against the other arguments; returns (file or None, ModelConfig).
+
+    `architecture` holds the architecture arguments as given (`None`: not given).
+    """
+    given = {key: value for key, value in architecture.items() if value is not None}
+    if weights is None:
+        return None, ModelConfig(**given)
+    if isinstance(weights, str) and weights in pretrained.names():
+        path = pretrained.weights_file(weights)  # unknown, unavailable or damaged: ValueError
+        info = pretrained.weights_info(weights)
+        arch = _model_config_from_json(info["architecture"])
+        for key, value in given.items():
+            wanted = getattr(arch, key)
+            if key not in _FREE_WITH_WEIGHTS and _as_stored(key, value) != wanted:
+                raise ValueError(
+                    f"`{key}` is fixed by weights={weights!r} (the {info['experiment']} "
+                    f"architecture has {key}={wanted!r}): leave it out. Received: {key}={value!r}")
+        if include_top and classes != info["classes"]:
+            raise ValueError(
+                f"If using `weights={weights!r}` with `include_top=True`, `classes` should be "
+                f"{info['classes']}. Received: classes={classes!r}")
+        if include_top and input_shape != (32, 32, 3):
+            raise ValueError(
+                f"If using `weights={weights!r}` with `include_top=True`, `input_shape` should "
+                "be (32, 32, 3), the size the classifier was trained on; use include_top=False "
+                f"(the trained trunk) for other sizes. Received: input_shape={input_shape!r}")
+        if input_shape[-1] != 3:
+            raise ValueError(
+                f"If using `weights={weights!r}`, `input_shape` should have 3 channels (RGB). "
+                f"Received: input_shape={input_shape!r}")
+        if "dropout" in given:
+            arch = dataclasses.replace(arch, dropout=given["dropout"])
+        return path, arch
+    if isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".weights.h5"):
+        if not os.path.isfile(weights):
+            raise ValueError(f"The `weights` file does not exist. Received: weights={weights!r}")
+        return weights, ModelConfig(**given)
+    raise ValueError(
+        "The `weights` argument should be either `None` (random initialization), one of "
+        f"{pretrained.available()} (weights that ship with squeeze_keras; see `weights_info`), "
+        f"or the path of a .weights.h5 file. Received: weights={weights!r}")
 
 
 def SqueezeNet(
     include_top=True,
+    weights=None,
     input_shape=None,
     classes=10,
     pooling=None,
     classifier_activation="softmax",
     name="squeezenet",
     *,
-    conv1_filters=_DEFAULT.conv1_filters,
-    conv1_kernel=_DEFAULT.conv1_kernel,
-    conv1_strides=_DEFAULT.conv1_strides,
-    conv1_padding=_DEFAULT.conv1_padding,
-    pool_size=_DEFAULT.pool_size,
-    pool_strides=_DEFAULT.pool_strides,
-    pool_after=_DEFAULT.pool_after,
-    fires=_DEFAULT.fires,
-    dropout=_DEFAULT.dropout,
-    bypass=_DEFAULT.bypass,
-    bypass_type=_DEFAULT.bypass_type,
-    batch_norm=_DEFAULT.batch_norm,
+    conv1_filters=None,
+    conv1_kernel=None,
+    conv1_strides=None,
+    conv1_padding=None,
+    pool_size=None,
+    pool_strides=None,
+    pool_after=None,
+    fires=None,
+    dropout=None,
+    bypass=None,
+    bypass_type=None,
+    batch_norm=None,
 ):
-    """Instantiates SqueezeNet (torchvision layout) with CIFAR-sized inputs.
+    """Instantiates SqueezeNet (torchvision layout) with CIFAR-sized inputs, optionally trained.
 
     Layer names follow torchvision's modules: `conv1`, `pool1`,
     `fire2_squeeze1x1`, `fire2_expand1x1`, `fire2_expand3x3`, `fire2_concat`,
@@ -386,9 +468,31 @@ def SqueezeNet(
     the classifier, keeps its bias and gets no BN, like the final layer of
     torchvision's BN networks: a BN there would only rescale the logits.
 
+    Named weights ship inside the package (nothing is downloaded; their
+    SHA-256 is checked on loading). They fix the architecture: the
+    architecture arguments are left out (or given their values); only
+    `dropout`, which holds no weights, may differ. `"cifar10"` is E4 trained
+    with the `tuned2` protocol (80.19 % top-1 on the CIFAR-10 test split,
+    `squeeze_keras.weights_info("cifar10")`); its inputs are
+    `squeeze_keras.preprocess_input(images)` and its outputs go to
+    `squeeze_keras.decode_predictions`:
+
+    ```python
+    model = SqueezeNet(weights="cifar10")
+    preds = model.predict(preprocess_input(images))  # uint8 RGB, (n, 32, 32, 3)
+    decode_predictions(preds, top=3)
+    ```
+
     Args:
         include_top: whether to include the classifier (dropout, conv10 1x1,
             ReLU, global average pooling). Defaults to `True`.
+        weights: `None` (random initialisation, as torchvision's), the name
+            of weights that ship with the package (`"cifar10"`; `"cifar100"`
+            once its run exists), or the path of a `.weights.h5` file for the
+            model these arguments describe. With named weights and
+            `include_top=True`, `classes` must be theirs and `input_shape`
+            (32, 32, 3); with `include_top=False` the trained trunk takes any
+            RGB `input_shape`. Defaults to `None`.
         input_shape: `(height, width, channels)`. Defaults to `(32, 32, 3)`.
         classes: number of classes of the classifier. Defaults to `10`.
         pooling: with `include_top=False`, `None` (4D feature map), `"avg"` or
@@ -399,12 +503,17 @@ def SqueezeNet(
         conv1_filters, conv1_kernel, conv1_strides, conv1_padding, pool_size,
         pool_strides, pool_after, fires, dropout, bypass, bypass_type,
         batch_norm: the architecture, the fields of `ModelConfig` (documented
-            there). Default to its defaults, SqueezeNet 1.0.
+            there). `None` (left out): the named weights' architecture, or
+            `ModelConfig`'s defaults, SqueezeNet 1.0.
 
     Returns:
         A `keras.Model`.
+
+    Raises:
+        ValueError: an invalid argument, or a combination the weights do not
+            fit, naming the argument and the value received.
     """
-    arch = ModelConfig(
+    architecture = dict(
         conv1_filters=conv1_filters, conv1_kernel=conv1_kernel, conv1_strides=conv1_strides,
         conv1_padding=conv1_padding, pool_size=pool_size, pool_strides=pool_strides,
         pool_after=pool_after, fires=fires, dropout=dropout, bypass=bypass,
@@ -426,11 +535,31 @@ def SqueezeNet(
         raise ValueError(
             f"`pooling` must be None, 'avg' or 'max'. Received: pooling={pooling!r}"
         )
+    weights_path, arch = _resolve_weights(weights, include_top, input_shape, classes, architecture)
+    if weights_path is None or not isinstance(weights, str) or weights not in pretrained.names():
+        model = _build(arch, include_top, input_shape, classes, pooling, classifier_activation, name)
+        if weights_path is not None:
+            model.load_weights(weights_path)
+        return model
+    # Named weights: load the whole trained model, then hand its weights to the model asked for.
+    full = _build(arch, True, (32, 32, 3), pretrained.weights_info(weights)["classes"], None,
+                  classifier_activation, name)
+    full.load_weights(weights_path)
+    if include_top:
+        return full
+    trunk = _build(arch, False, input_shape, classes, pooling, None, name)
+    for layer in trunk.layers:
+        if layer.weights:
+            layer.set_weights(full.get_layer(layer.name).get_weights())
+    return trunk
 
+
+def _build(arch, include_top, input_shape, classes, pooling, classifier_activation, name):
+    """The `SqueezeNet` graph of `arch`, freshly initialised; the arguments are checked."""
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     if arch.conv1_padding:
-        x = layers.ZeroPadding2D(arch.conv1_padding, name="conv1_pad")(x)
+        x = keras.layers.ZeroPadding2D(arch.conv1_padding, name="conv1_pad")(x)
     if x.shape[1] < arch.conv1_kernel or x.shape[2] < arch.conv1_kernel:
         raise ValueError(
             f"`input_shape` {input_shape} is too small for a {arch.conv1_kernel}x"
@@ -454,20 +583,20 @@ def SqueezeNet(
             )
 
     if include_top:
-        x = layers.Dropout(arch.dropout, name="dropout")(x)
+        x = keras.layers.Dropout(arch.dropout, name="dropout")(x)
         # torchvision: final_conv init normal(0, 0.01), ReLU after it.
-        x = layers.Conv2D(
+        x = keras.layers.Conv2D(
             classes, 1, activation="relu",
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
             name="conv10",
         )(x)
-        x = layers.GlobalAveragePooling2D(name="avgpool10")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avgpool10")(x)
         # float32 output keeps the loss stable under mixed precision.
-        x = layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
+        x = keras.layers.Activation(classifier_activation, dtype="float32", name="predictions")(x)
     elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -504,7 +633,7 @@ def table2(model: keras.Model):
                 "filter/stride/pad": f"{k}x{k}/{layer.strides[0]}/{pad}",
                 "parameters": params(layer.name),
             })
-        elif isinstance(layer, layers.MaxPooling2D):
+        elif isinstance(layer, keras.layers.MaxPooling2D):
             k = layer.pool_size[0]
             # `max_pool_ceil` adds `{name}_pad` only where ceil mode needs padding.
             rows.append({
@@ -520,7 +649,7 @@ def table2(model: keras.Model):
                 "s1x1": parts[0].filters, "e1x1": parts[1].filters, "e3x3": parts[2].filters,
                 "parameters": params(fire),
             })
-        elif isinstance(layer, (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)):
+        elif isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)):
             rows.append({"layer": layer.name, "output": f"1x1x{layer.output.shape[-1]}",
                          "filter/stride/pad": "global"})
     df = pd.DataFrame(rows, columns=[

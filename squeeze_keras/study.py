@@ -30,11 +30,13 @@ NOTEBOOKS = {
     "06_results": None,
     "07_small_models": None,
     "08_design_space": None,
+    "09_use_the_model": None,
 }
 EXPERIMENT_NOTEBOOKS = tuple(stem for stem, name in NOTEBOOKS.items() if name is not None)
 RESULTS_NOTEBOOK = "06_results"
 SMALL_MODELS_NOTEBOOK = "07_small_models"
 DESIGN_SPACE_NOTEBOOK = "08_design_space"
+USE_NOTEBOOK = "09_use_the_model"
 # Where the study keeps its record, relative to the notebooks folder.
 RESULTS_DIR = "../results"
 FIGURES_DIR = "../figures"
@@ -96,6 +98,8 @@ def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int 
     elif stem == DESIGN_SPACE_NOTEBOOK:
         params.update(TRAIN=True, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
                       FIGURES_DIR=FIGURES_DIR)
+    elif stem == USE_NOTEBOOK:
+        params.update(DATA=data, FIGURES_DIR=FIGURES_DIR)
     else:
         params.update(RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
     return params

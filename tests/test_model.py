@@ -232,8 +232,12 @@ def test_architecture_defaults_have_one_home():
 
     defaults = ModelConfig()
     params = inspect.signature(SqueezeNet).parameters
+    # `None`: ModelConfig's default (or, with named weights, the weights' architecture).
     for field in dataclasses.fields(ModelConfig):
-        assert params[field.name].default == getattr(defaults, field.name), field.name
+        assert params[field.name].default is None, field.name
+    assert [layer.get_config() for layer in SqueezeNet().layers[1:]] == [
+        layer.get_config() for layer in SqueezeNet(**{
+            f.name: getattr(defaults, f.name) for f in dataclasses.fields(ModelConfig)}).layers[1:]]
     assert experiments.ModelConfig is ModelConfig
     assert experiments.get("baseline").model == defaults
 

@@ -157,3 +157,14 @@ def test_fresh_clone_smoke_training_leaves_the_record_alone(fresh_clone, tmp_pat
     assert "SMOKE" in _text(nb)
     assert {d: _tree_hash(fresh_clone / d) for d in ("results", "figures")} == before
     assert not (fresh_clone / "runs").exists()
+
+
+def test_the_study_gives_each_notebook_its_data_and_seed():
+    from squeeze_keras.study import parameters_for
+
+    params = parameters_for("01_e1_preprocessing_maxpool", data="../data/c.tar.gz", epochs=20,
+                            smoke=False, seed=2, holdout=100)
+    assert (params["SEED"], params["HOLDOUT"], params["DATA"]) == (2, 100, "../data/c.tar.gz")
+    assert "HOLDOUT" not in parameters_for("00_baseline", data="tfds", epochs=20, smoke=False)
+    assert parameters_for("09_use_the_model", data="../data/c.tar.gz", epochs=20,
+                          smoke=False)["DATA"] == "../data/c.tar.gz"
