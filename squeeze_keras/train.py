@@ -309,6 +309,15 @@ def run_experiment(name_or_config, *, epochs=None, data="tfds", out_dir="runs", 
             raise
 
 
+def _splits(config, data, *, batch_size, seed, limit, data_dir, holdout, holdout_seed):
+    """The run's `Splits`: given ones as they are, else loaded from the source."""
+    if isinstance(data, data_lib.Splits):
+        return data
+    return data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
+                         batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir,
+                         holdout=holdout, holdout_seed=holdout_seed)
+
+
 def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, callbacks,
            strategy, holdout=None, holdout_seed=0):
     epochs, seed, limit = spec["epochs"], spec["seed"], spec["limit"]
@@ -320,12 +329,8 @@ def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, cal
     # (`augment.CifarAugment`) and the host only batches uint8 images; given `Splits` keep
     # their own pipelines.
     on_device = keras.backend.backend() == "jax" and not isinstance(data, data_lib.Splits)
-    if isinstance(data, data_lib.Splits):
-        splits = data
-    else:
-        splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
-                               batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir,
-                               holdout=holdout, holdout_seed=holdout_seed)
+    splits = _splits(config, data, batch_size=batch_size, seed=seed, limit=limit,
+                     data_dir=data_dir, holdout=holdout, holdout_seed=holdout_seed)
     if on_device:
         splits = augment.uint8_splits(splits, batch_size, seed)
     if splits.classes != config.classes:
@@ -374,12 +379,8 @@ def _rebuild_metrics(config, spec, run_dir, *, data, data_dir, policy, holdout=N
     history = runs.read_history(run_dir).drop_duplicates("epoch", keep="last").sort_values("epoch")
     _, model = runs.load_trained_model(run_dir)  # float32: fast on any CPU
     batch_size = config.protocol.batch_size
-    if isinstance(data, data_lib.Splits):
-        splits = data
-    else:
-        splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
-                               batch_size=batch_size, seed=seed, limit=limit, data_dir=data_dir,
-                               holdout=holdout, holdout_seed=holdout_seed)
+    splits = _splits(config, data, batch_size=batch_size, seed=seed, limit=limit,
+                     data_dir=data_dir, holdout=holdout, holdout_seed=holdout_seed)
     compile_model(model, config, -(-splits.train_size // batch_size), epochs)
     evaluation = model.evaluate(splits.test, return_dict=True, verbose=0)
     last = history.iloc[-1]
