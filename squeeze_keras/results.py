@@ -254,7 +254,8 @@ def table1(results_dir, protocols=("tuned2",), names=experiments.REPORT) -> pd.D
     rows = []
     for name in names:
         config = experiments.get(name)
-        paper, evaluated_on = stats.loc[(name, "paper")], "test"
+        paper = stats.loc[(name, "paper")]
+        evaluated_on = "test" if paper["n"] else pd.NA
         if pd.isna(paper["mean"]):
             # No official-split run (E5 offline): its hold-out runs, named as such.
             for evaluation, seeds in holdout_runs(results_dir, name).items():
