@@ -58,13 +58,27 @@ def strip_injected_parameters(nb):
     return nb
 
 
+DATASET_IMAGES = "dataset-images"  # the tag of cells whose pictures are dataset images
+
+
+def strip_dataset_images(nb):
+    """Drops the pictures of cells tagged `dataset-images` (they show CIFAR images, which the
+    repository does not redistribute); their text outputs stay."""
+    for cell in nb.cells:
+        if DATASET_IMAGES in cell.get("metadata", {}).get("tags", []):
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if not any(k.startswith("image/") for k in o.get("data", {}))]
+    return nb
+
+
 def finish_notebook(path, name: str | None = None) -> None:
-    """Strips injected parameters and scrubs paths of an executed notebook, in place, atomically."""
+    """Strips injected parameters and dataset images and scrubs paths of an executed notebook,
+    in place, atomically."""
     import nbformat
 
     path = pathlib.Path(path)
     nb = nbformat.read(path, as_version=4)
-    scrub_paths(strip_injected_parameters(nb), name or path.name)
+    scrub_paths(strip_dataset_images(strip_injected_parameters(nb)), name or path.name)
     write_atomically(nb, path)
 
 

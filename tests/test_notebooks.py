@@ -168,3 +168,22 @@ def test_the_study_gives_each_notebook_its_data_and_seed():
     assert "HOLDOUT" not in parameters_for("00_baseline", data="tfds", epochs=20, smoke=False)
     assert parameters_for("09_use_the_model", data="../data/c.tar.gz", epochs=20,
                           smoke=False)["DATA"] == "../data/c.tar.gz"
+
+
+def test_no_committed_notebook_or_figure_shows_dataset_images():
+    """Cells tagged dataset-images keep no pictures; 09's image grids are not saved as figures."""
+    import nbformat
+
+    from squeeze_keras.study import DATASET_IMAGES, NOTEBOOKS as STEMS
+
+    tagged = 0
+    for stem in STEMS:
+        nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if DATASET_IMAGES in cell.get("metadata", {}).get("tags", []):
+                tagged += 1
+                assert not any(k.startswith("image/") for o in cell.get("outputs", [])
+                               for k in o.get("data", {})), stem
+    assert tagged >= 2
+    figures = NOTEBOOKS.parent / "figures"
+    assert not list(figures.glob("*predictions*.png")) + list(figures.glob("*wrong*.png"))

@@ -105,9 +105,10 @@ print(f"{len(x_test)} test images from {source}: top-1 {top1:.2f} % "
 #
 # 32 of the evaluated images, spread evenly over them (three or four of each class), with the
 # predicted class and its probability; a wrong prediction is marked in red with the true
-# class under it.
+# class under it. (The stored copy of this notebook leaves these pictures out: they are CIFAR-10
+# images, which this repository does not redistribute. Run the notebook to see them.)
 
-# %%
+# %% tags=["dataset-images"]
 def image_grid(indices, title, columns=8, path=None):
     """Images of the evaluated set with their predicted (and, if wrong, true) classes."""
     rows = int(np.ceil(len(indices) / columns))
@@ -131,8 +132,7 @@ def image_grid(indices, title, columns=8, path=None):
 
 where = f"{source}, {len(x_test)} test images; {notebook.hardware()}"
 spread = np.linspace(0, len(x_test) - 1, min(32, len(x_test))).astype(int)
-image_grid(spread, f"SqueezeNet(weights={WEIGHTS!r}) on {where}",
-           path=None if figures is None else figures / "e4_tuned2_predictions.png")
+image_grid(spread, f"SqueezeNet(weights={WEIGHTS!r}) on {where}")
 
 # %% [markdown]
 # ## The confusion matrix
@@ -195,15 +195,14 @@ confused
 # ## Confidently wrong
 #
 # The wrong predictions the model was most sure of. Some are the model's mistakes; some are
-# images whose label is debatable at 32x32.
+# images whose label is debatable at 32x32. (Not stored either: run the notebook to see them.)
 
-# %%
+# %% tags=["dataset-images"]
 wrong = np.flatnonzero(predicted != y_test)
 worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:16]
 print(f"{len(wrong)} of {len(x_test)} wrong; {int((probabilities[wrong].max(1) > 0.9).sum())} "
       "of them with probability above 0.9")
-image_grid(worst, f"Most confidently wrong: {where}",
-           path=None if figures is None else figures / "e4_tuned2_confidently_wrong.png")
+image_grid(worst, f"Most confidently wrong: {where}")
 
 # %% [markdown]
 # ## The int8 LiteRT model on the same images
