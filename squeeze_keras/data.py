@@ -29,9 +29,10 @@ may not be installed) the same steps run in NumPy in an `ArrayBatches`
 `keras.utils.PyDataset`: same normalisation, same kind of augmentation, the
 same padded batches.
 
-Where the arrays come from (tfds, image folders and archives, synthetic data,
-hold-out splits) is `squeeze_keras.sources`; its public names are re-exported
-here.
+Where the arrays come from (image folders and archives, synthetic data,
+hold-out splits) is `squeeze_keras.sources`, and tfds is
+`squeeze_keras.tfds_source`; their public names are re-exported here, with
+`train_listing`, the names a hold-out digest is made of.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ import numpy as np
 from squeeze_keras.experiments import DATASETS, PREPROCESSING
 from squeeze_keras.sources import (  # noqa: F401  (re-exported: the data API in one place)
     ARCHIVE_SUFFIXES, IMAGE_SHAPE, IMAGE_SUFFIXES, NAMED_SOURCES, DataError, check_holdout,
-    folder_arrays, folder_source, holdout_identity, holdout_label, holdout_split,
-    source_identity, source_kind, source_label, synthetic_arrays, tfds_arrays, train_listing,
+    folder_arrays, folder_root, folder_source, holdout_identity, holdout_label, holdout_split,
+    list_split, source_identity, source_kind, source_label, synthetic_arrays,
 )
+from squeeze_keras.tfds_source import tfds_arrays
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,6 +90,28 @@ class Splits:
     holdout: dict | None = None
     x_official_test: np.ndarray | None = None
     y_official_test: np.ndarray | None = None
+
+
+def train_listing(source, classes: int, *, seed=0, data_dir=None):
+    """`(names, labels)` of a source's training split, in the order its arrays come in.
+
+    For an image folder or archive the names are relative file names (listed,
+    not decoded); for tfds and synthetic data, example indices. The hold-out
+    digest (`holdout_identity`) is made of these names.
+    """
+    kind = source_kind(source)
+    if kind == "folder":
+        root, shown = folder_root(os.fspath(source))
+        if not (root / "train").is_dir():
+            raise DataError(f"{shown} has no 'train/' folder. Expected train/<class>/* (and "
+                            "test/<class>/*) image folders.")
+        files, labels, _ = list_split(root, "train", classes, shown)
+        return files, labels
+    if kind == "synthetic":
+        (_, labels), _ = synthetic_arrays(classes, seed=seed)
+    else:
+        (_, labels), _ = tfds_arrays(f"cifar{classes}", data_dir)
+    return [str(i) for i in range(len(labels))], labels
 
 
 # ---------------------------------------------------------------- pipelines
