@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import tempfile
 import time
 
@@ -71,14 +72,36 @@ def strip_dataset_images(nb):
     return nb
 
 
+# TensorFlow's C++ log lines (`E0000 00:00:1796189302.900568 23115 cuda_platform.cc:52] ...`),
+# which a kernel prints to stderr whatever Python's logging says.
+TF_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] .*|WARNING: All log "
+                         r"messages before absl::InitializeLog\(\) is called.*)\n?", re.M)
+
+
+def strip_log_noise(nb):
+    """Removes TensorFlow's C++ log lines from stderr outputs (and outputs left empty)."""
+    for cell in nb.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                output["text"] = TF_LOG_LINE.sub("", output["text"])
+                if not output["text"].strip():
+                    continue
+            outputs.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = outputs
+    return nb
+
+
 def finish_notebook(path, name: str | None = None) -> None:
-    """Strips injected parameters and dataset images and scrubs paths of an executed notebook,
-    in place, atomically."""
+    """Strips injected parameters, dataset images and TensorFlow log lines and scrubs paths of
+    an executed notebook, in place, atomically."""
     import nbformat
 
     path = pathlib.Path(path)
     nb = nbformat.read(path, as_version=4)
-    scrub_paths(strip_dataset_images(strip_injected_parameters(nb)), name or path.name)
+    nb = strip_log_noise(strip_dataset_images(strip_injected_parameters(nb)))
+    scrub_paths(nb, name or path.name)
     write_atomically(nb, path)
 
 

@@ -187,3 +187,26 @@ def test_no_committed_notebook_or_figure_shows_dataset_images():
     assert tagged >= 2
     figures = NOTEBOOKS.parent / "figures"
     assert not list(figures.glob("*predictions*.png")) + list(figures.glob("*wrong*.png"))
+
+
+def test_no_committed_notebook_holds_tensorflow_log_lines():
+    import nbformat
+
+    from squeeze_keras.study import NOTEBOOKS as STEMS
+    from squeeze_keras.study import TF_LOG_LINE, strip_log_noise
+
+    for stem in STEMS:
+        nb = nbformat.read(NOTEBOOKS / f"{stem}.ipynb", as_version=4)
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                if output.get("name") == "stderr":
+                    assert not TF_LOG_LINE.search(output["text"]), (stem, output["text"][:200])
+    # What `study` strips: the C++ line goes, a real warning beside it stays.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "E0000 00:00:1796189302.900568   23115 cuda_platform.cc:52] failed call to cuInit\n"
+            "UserWarning: something real\n")),
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "I0000 00:00:1796187161.364666    2854 port.cc:153] oneDNN custom operations\n"))])])
+    (cell,) = strip_log_noise(nb).cells
+    assert [o["text"] for o in cell.outputs] == ["UserWarning: something real\n"]
