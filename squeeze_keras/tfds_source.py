@@ -15,15 +15,57 @@ import numpy as np
 from squeeze_keras.sources import DataError
 
 
-def _import_error_in(err: BaseException) -> ImportError | None:
-    """The ImportError that `err` is or was raised from, if any."""
+OFFLINE = ("pass an image folder (train/<class>/*, test/<class>/*) or its .tar.gz as the "
+           "source, e.g. `python -m squeeze_keras train e4 --data path/to/cifar10`.")
+
+
+def _cause(err: BaseException | None, types) -> BaseException | None:
+    """The exception of `types` that `err` is or was raised from (its chain), if any."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, ImportError):
+        if isinstance(err, types):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _network_error_in(err):
+    # requests and urllib keep the socket's error (no DNS, refused, timed out) in the chain.
+    import socket
+
+    return _cause(err, (ConnectionError, TimeoutError, socket.gaierror))
+
+
+def _no_network(dataset, reason) -> DataError:
+    return DataError(
+        f"tfds could not download {dataset!r}: no network ({' '.join(str(reason).split())}). "
+        "Run where tfds can download, point `data_dir` (`--data-dir`, or $TFDS_DATA_DIR) at a "
+        "prepared tfds folder, or " + OFFLINE)
+
+
+def _check_download_reachable(tfds, dataset, data_dir) -> None:
+    """Raises the one-line no-network error at once where tfds would retry for minutes.
+
+    Nothing is checked when the dataset's archive is already among tfds's downloads.
+    """
+    builder = tfds.builder(dataset, data_dir=data_dir)
+    urls = sorted(builder.url_infos or ())
+    downloads = os.path.join(os.fspath(builder.data_dir_root), "downloads")
+    kept = [name for folder in ("", dataset, "extracted")  # where tfds keeps downloads
+            if os.path.isdir(os.path.join(downloads, folder))
+            for name in os.listdir(os.path.join(downloads, folder))]
+    if not urls or any(u.rsplit("/", 1)[-1].split(".")[0] in name for u in urls for name in kept):
+        return
+    import requests
+
+    try:
+        requests.head(urls[0], timeout=10, allow_redirects=True)
+    except (requests.ConnectionError, requests.Timeout) as probe:
+        if not isinstance(probe, requests.exceptions.SSLError):
+            host = urls[0].split("/")[2]
+            raise _no_network(dataset, f"cannot reach {host}: "
+                                       f"{_network_error_in(probe) or probe}") from probe
 
 
 def tfds_arrays(dataset: str, data_dir=None, download=True):
@@ -32,34 +74,14 @@ def tfds_arrays(dataset: str, data_dir=None, download=True):
     A dataset not yet prepared in `data_dir` needs the network; without it this fails at once
     with a one-line `DataError` that says so.
     """
-    offline = ("pass an image folder (train/<class>/*, test/<class>/*) or its .tar.gz as "
-               "the source, e.g. `python -m squeeze_keras train e4 --data path/to/cifar10`.")
     try:
         import tensorflow_datasets as tfds
     except ImportError as err:
         raise DataError(
             f"The 'tfds' source needs tensorflow-datasets, but importing it failed: module "
             f"{err.name!r} is missing or broken ({type(err).__name__}: {err}). Install it "
-            f"(`pip install tensorflow-datasets`), or {offline}"
+            f"(`pip install tensorflow-datasets`), or {OFFLINE}"
         ) from err
-
-    def network_error_in(err):
-        # requests and urllib keep the socket's error (no DNS, refused, timed out) in the chain.
-        import socket
-
-        seen = set()
-        while err is not None and id(err) not in seen:
-            if isinstance(err, (ConnectionError, TimeoutError, socket.gaierror)):
-                return err
-            seen.add(id(err))
-            err = err.__cause__ or err.__context__
-        return None
-
-    def no_network(reason):
-        return DataError(
-            f"tfds could not download {dataset!r}: no network ({' '.join(str(reason).split())}). "
-            "Run where tfds can download, point `data_dir` (`--data-dir`, or $TFDS_DATA_DIR) at "
-            "a prepared tfds folder, or " + offline)
 
     def load(download):
         return tfds.load(dataset, split=["train", "test"], as_supervised=True,
@@ -69,26 +91,9 @@ def tfds_arrays(dataset: str, data_dir=None, download=True):
         try:
             splits = load(download=False)  # prepared before: no network needed
         except Exception as err:
-            if not download or _import_error_in(err) is not None:
+            if not download or _cause(err, ImportError) is not None:
                 raise
-            # tfds retries a failed download for minutes; without network, say so at once.
-            builder = tfds.builder(dataset, data_dir=data_dir)
-            urls = sorted(builder.url_infos or ())
-            downloads = os.path.join(os.fspath(builder.data_dir_root), "downloads")
-            kept = [name for folder in ("", dataset, "extracted")  # where tfds keeps downloads
-                    if os.path.isdir(os.path.join(downloads, folder))
-                    for name in os.listdir(os.path.join(downloads, folder))]
-            cached = any(u.rsplit("/", 1)[-1].split(".")[0] in name for u in urls for name in kept)
-            if urls and not cached:
-                import requests
-
-                try:
-                    requests.head(urls[0], timeout=10, allow_redirects=True)
-                except (requests.ConnectionError, requests.Timeout) as probe:
-                    if not isinstance(probe, requests.exceptions.SSLError):
-                        host = urls[0].split("/")[2]
-                        raise no_network(f"cannot reach {host}: "
-                                         f"{network_error_in(probe) or probe}") from probe
+            _check_download_reachable(tfds, dataset, data_dir)
             splits = load(download=True)
         # Batches of 10,000: tfds' `batch_size=-1` is one batch of the recorded split size, and
         # without one (a mocked dataset) a batch of sys.maxsize that aborts the process.
@@ -99,19 +104,19 @@ def tfds_arrays(dataset: str, data_dir=None, download=True):
     except DataError:
         raise
     except Exception as err:  # tfds wraps network and file errors many ways
-        missing = _import_error_in(err)
+        missing = _cause(err, ImportError)
         if missing is not None:
             raise DataError(
                 f"tfds could not load {dataset!r}: it needs module {missing.name!r}, which is "
                 f"missing or broken ({type(missing).__name__}: {missing}). Install that module, "
-                f"or {offline}"
+                f"or {OFFLINE}"
             ) from err
-        network = network_error_in(err)
+        network = _network_error_in(err)
         if network is not None:
-            raise no_network(network) from err
+            raise _no_network(dataset, network) from err
         raise DataError(
             f"tfds could not load {dataset!r} ({type(err).__name__}: "
             f"{' '.join(str(err).split())}). Without internet, point `data_dir` at a prepared "
-            "tfds folder, or " + offline
+            "tfds folder, or " + OFFLINE
         ) from err
     return arrays[0], arrays[1]
