@@ -14,15 +14,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import re
 import tempfile
 
 import pandas as pd
 
-from squeeze_keras import experiments
+from squeeze_keras import experiments, results
 from squeeze_keras.data import NAMED_SOURCES, check_holdout, holdout_label
 from squeeze_keras.devices import hardware
-from squeeze_keras.runs import RunResult, load_run, run_dir_for, run_name
+from squeeze_keras.runs import RunResult, run_dir_for, run_name
 from squeeze_keras.train import run_experiment
 
 __all__ = [
@@ -147,9 +146,6 @@ def settings(experiment, *, train=False, epochs=20, data="tfds", smoke=False, se
 # ---------------------------------------------------------------- committed runs
 
 
-_SUFFIX = re.compile(r"(?:_holdout(?P<holdout>[0-9.]+))?(?:_seed(?P<seed>\d+))?")
-
-
 def _group(metrics: dict) -> str:
     """A run's protocol, and its evaluation split when that is not the test split."""
     evaluation = metrics.get("evaluation", "test")
@@ -169,15 +165,11 @@ def committed_runs(experiment: str, results_dir) -> dict[str, RunResult]:
     `experiments.PROTOCOLS`, official-split runs before hold-out ones, then seed.
     """
     found = []
-    for order, protocol in enumerate(experiments.PROTOCOLS):
-        base = run_name(experiments.get(experiment).with_protocol(protocol))
-        for metrics_file in pathlib.Path(results_dir).glob(f"{base}*/metrics.json"):
-            match = _SUFFIX.fullmatch(metrics_file.parent.name[len(base):])
-            if not match:
-                continue  # another protocol or experiment with this prefix
-            run = load_run(metrics_file.parent)
-            found.append((order, match["holdout"] or "", run.metrics.get("seed") or 0, run))
-    return {_label(run.metrics): run for *_, run in sorted(found, key=lambda f: f[:3])}
+    for protocol in experiments.PROTOCOLS:
+        found.extend(results.seed_runs(results_dir, experiment, protocol).values())
+        for seeds in results.holdout_runs(results_dir, experiment, protocol).values():
+            found.extend(seeds.values())
+    return {_label(run.metrics): run for run in found}
 
 
 def histories_by_protocol(runs: dict[str, RunResult]) -> dict:

@@ -97,7 +97,7 @@ def data_identity(data, data_dir=None) -> dict:
     return identity
 
 
-def holdout_identity(data, classes: int, holdout, holdout_seed: int = 0, *, seed: int = 0,
+def _split_identity(data, classes: int, holdout, holdout_seed: int = 0, *, seed: int = 0,
                      data_dir=None) -> dict:
     """`config.json["data"]["holdout"]`: the hold-out split of `data`'s training images."""
     if isinstance(data, data_lib.Splits):
@@ -172,12 +172,12 @@ def run_spec(config, *, epochs, seed, data, limit, precision, data_dir=None, hol
              holdout_seed=0) -> dict:
     """The `config.json` of a run: everything that makes two runs the same run.
 
-    With a hold-out, `data.holdout` records the split (`holdout_identity`).
+    With a hold-out, `data.holdout` records the split (`data.holdout_identity`).
     """
     spec = {"experiment": dataclasses.asdict(config), "epochs": epochs, "seed": seed,
             "data": data_identity(data, data_dir), "limit": limit, "precision": precision}
     if holdout is not None:
-        spec["data"]["holdout"] = holdout_identity(data, config.classes, holdout, holdout_seed,
+        spec["data"]["holdout"] = _split_identity(data, config.classes, holdout, holdout_seed,
                                                    seed=seed, data_dir=data_dir)
     return json.loads(json.dumps(spec))  # tuples -> lists, as stored
 

@@ -126,3 +126,13 @@ def test_the_cifar100_training_archive_lists_500_per_class_and_splits_100():
     assert names[0] == "train/apple/0000.png"
     identity = data.holdout_identity(names, labels, 100, 0)
     assert (identity["held_out"], identity["train"]) == (10_000, 40_000)
+
+
+def test_notebooks_list_a_holdout_run_under_its_own_label(holdout_run):
+    from squeeze_keras import notebook
+
+    tmp, root, result = holdout_run
+    runs_ = notebook.committed_runs("e1", tmp / "runs")
+    assert list(runs_) == ["paper, train hold-out, 2/class"]
+    assert list(notebook.histories_by_protocol(runs_)) == ["paper, train hold-out, 2/class"]
+    assert "train hold-out, 2/class" in notebook.result_line(result.metrics)
