@@ -112,6 +112,24 @@ def test_colab_setup_cell_works_in_the_running_kernel(tmp_path):
         manager.shutdown_kernel(now=True)
 
 
+def test_colab_setup_installs_every_dependency_colab_lacks():
+    """Each of the package's dependencies is either one Colab ships or one the cell installs."""
+    import ast
+    import re
+    import tomllib
+
+    colab_ships = {"tensorflow", "keras", "pandas", "matplotlib", "pillow"}
+    setup = _converter().setup_cells()[-1].source
+    needed = next(ast.literal_eval(node.value) for node in ast.walk(ast.parse(setup))
+                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "needed")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ;\[]", spec, maxsplit=1)[0].lower().replace("_", "-") for spec in declared}
+    installed = {pip.lower().replace("_", "-") for pip in needed.values()}
+    assert names - colab_ships - installed == set()
+    for module in needed:
+        assert importlib.util.find_spec(module) is not None, f"{module} is not the module's import name"
+
+
 @pytest.fixture(scope="module")
 def fresh_clone(tmp_path_factory):
     """The repository's files as a fresh clone of this working tree has them, without data/."""

@@ -33,8 +33,10 @@ if "google.colab" in sys.modules:
     if not (root / "squeeze_keras").is_dir():
         source = os.environ.get("SQUEEZE_KERAS_REPO", REPOSITORY)  # tests: a local checkout
         subprocess.run(["git", "clone", "-q", source, str(root)], check=True)
-    # Colab ships TensorFlow, Keras, pandas and matplotlib: keep those, add what is missing.
-    needed = {"tensorflow_datasets": "tensorflow-datasets", "ai_edge_litert": "ai-edge-litert"}
+    # Colab ships TensorFlow, Keras, pandas, matplotlib and Pillow: keep those, add what is
+    # missing (tfds needs importlib_resources on every Python but declares it only for old ones).
+    needed = {"tensorflow_datasets": "tensorflow-datasets", "importlib_resources": "importlib_resources",
+              "ai_edge_litert": "ai-edge-litert"}
     missing = [pip for module, pip in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
