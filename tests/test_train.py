@@ -130,6 +130,19 @@ def test_precision_auto_on_accelerators(monkeypatch, gpus, policy):
     assert select_precision("auto") == policy
 
 
+@pytest.mark.parametrize("flags, family, model, line", [
+    ("fpu avx2 avx512f avx512_bf16", "25", "17", "AMD EPYC (family 25 model 17, AVX-512 BF16)"),
+    ("fpu avx2", "25", "1", "AMD EPYC (family 25 model 1, AVX2)"),
+    ("fpu avx2 avx512f", "6", "85", "AMD EPYC (family 6 model 85, AVX-512)"),
+])
+def test_hardware_line_tells_cpus_of_one_name_apart(flags, family, model, line):
+    from squeeze_keras.devices import describe_cpuinfo
+
+    processor = f"processor\t: {{}}\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n"
+    assert describe_cpuinfo(processor.format(0) + "\n" + processor.format(1)) == line
+    assert describe_cpuinfo("model name\t: Some CPU\n") == "Some CPU"
+
+
 def test_cli_list_summary_and_errors(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
