@@ -4,7 +4,7 @@
 each name (`"cifar10"`, later `"cifar100"`), the `.weights.h5` file beside it
 and its SHA-256, the run it was extracted from (folder, protocol, top-1, data,
 epochs, hardware), the architecture it fits and the preprocessing it was
-trained with. Adding named weights is one entry there and one file. An entry
+trained with. `tools/package_weights.py` adds named weights from a finished run. An entry
 with `"available": false` names weights that do not exist yet, and says why.
 
 Nothing here needs Keras: `SqueezeNet(weights=...)` (`squeeze_keras.model`)

@@ -88,6 +88,48 @@ def test_shipped_weights_are_the_committed_runs_weights(cifar10_model):
     assert cifar10_model.count_params() == 727_594
 
 
+def _packaging_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("package_weights", ROOT / "tools" / "package_weights.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool
+
+
+def test_each_shipped_entry_is_what_the_packaging_tool_makes_from_its_run(tmp_path):
+    """tools/package_weights.py, run again on each entry's run, gives the same bytes and entry."""
+    tool = _packaging_tool()
+    registry = json.loads(pretrained.REGISTRY_FILE.read_text())
+    shipped = {name: entry for name, entry in registry.items() if entry["available"]}
+    assert shipped
+    for name, entry in shipped.items():
+        made = tool.package(ROOT / entry["run"], name, data=entry["data"],
+                            evaluated_on=entry["evaluated_on"], weights_dir=tmp_path)
+        assert made == entry, name
+        assert (tmp_path / entry["file"]).read_bytes() == (pretrained.WEIGHTS_DIR / entry["file"]).read_bytes()
+    # Written in the registry's own layout: the committed file is the tool's output.
+    assert (tmp_path / "weights.json").read_text() == tool._dumps(shipped) + "\n"
+    assert pretrained.REGISTRY_FILE.read_text() == tool._dumps(registry) + "\n"
+
+
+def test_packaging_tool_refuses_unfinished_runs_shipped_names_and_other_datasets(tmp_path):
+    tool = _packaging_tool()
+    words = dict(data="d", evaluated_on="e", weights_dir=tmp_path)
+    shutil.copy(pretrained.REGISTRY_FILE, tmp_path / "weights.json")
+    unfinished = tmp_path / "e5_holdout100"
+    unfinished.mkdir()
+    shutil.copy(RUN / "config.json", unfinished / "config.json")
+    with pytest.raises(SystemExit, match="not a finished run"):
+        tool.package(unfinished, "cifar100", **words)
+    with pytest.raises(SystemExit, match="'cifar10' already ship.*--replace"):
+        tool.package(RUN, "cifar10", **words)
+    with pytest.raises(SystemExit, match="announces 'cifar100' as cifar100 weights.*on cifar10"):
+        tool.package(RUN, "cifar100", **words)
+    assert (tmp_path / "weights.json").read_bytes() == pretrained.REGISTRY_FILE.read_bytes()
+    assert not list(tmp_path.glob("*.h5"))
+
+
 @needs_archive
 def test_cifar10_weights_reproduce_the_runs_top1_on_a_fixed_subset(cifar10_model, test_split):
     x_test, y_test = test_split
