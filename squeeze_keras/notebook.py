@@ -26,7 +26,7 @@ from squeeze_keras.train import run_experiment
 
 __all__ = [
     "Settings", "committed_runs", "committed_summary", "hardware", "histories_by_protocol",
-    "not_run_note",
+    "holdout_beside", "not_run_note",
     "result_line", "runs_table", "settings", "smoke_requested",
 ]
 
@@ -184,21 +184,44 @@ def histories_by_protocol(runs: dict[str, RunResult]) -> dict:
 
 
 def runs_table(runs: dict[str, RunResult]) -> pd.DataFrame:
-    """One row per run: top-1, top-5, epochs, seconds per epoch and where it ran."""
+    """One row per run: top-1, top-5, epochs, seconds per epoch and where it ran.
+
+    Hold-out runs add their top-1 on the official test split where the source
+    had one, and CIFAR-100 runs their coarse (20-superclass) top-1; those
+    columns appear only when some run has them.
+    """
     rows = []
     for label, run in runs.items():
         m = run.metrics
         rows.append({
             "run": label, "folder": run.run_dir.name, "evaluated on": m.get("evaluation", "test"),
             "top-1": m["top1"], "top-5": m["top5"],
+            "coarse top-1": m.get("coarse_top1"),
+            "official test top-1": m.get("official_test", {}).get("top1"),
             "best epoch top-1": m.get("best_val_top1"), "report top-1": m.get("report_top1"),
             "epochs": m["epochs"], "s/epoch": m["seconds_per_epoch"],
             "precision": m["precision"], "hardware": m["hardware"], "data": m["data_source"],
         })
-    return pd.DataFrame(rows, columns=["run", "folder", "evaluated on", "top-1", "top-5",
-                                       "best epoch top-1",
-                                       "report top-1", "epochs", "s/epoch", "precision",
-                                       "hardware", "data"])
+    columns = ["run", "folder", "evaluated on", "top-1", "top-5", "coarse top-1",
+               "official test top-1", "best epoch top-1", "report top-1", "epochs", "s/epoch",
+               "precision", "hardware", "data"]
+    table = pd.DataFrame(rows, columns=columns)
+    optional = [c for c in ("coarse top-1", "official test top-1") if table[c].isna().all()]
+    return table.drop(columns=optional)
+
+
+def holdout_beside(runs: dict[str, RunResult], results_dir="../results") -> pd.DataFrame | None:
+    """For an experiment with a hold-out run: E5's figures and the calibration, else nothing.
+
+    Prints `results.holdout_lines` and returns `results.calibration` (E4 on
+    CIFAR-10: the official-split run beside the run trained by the hold-out
+    rule) when one of `runs` was evaluated on a hold-out of its training
+    images; returns None, printing nothing, otherwise.
+    """
+    if all(run.metrics.get("evaluation", "test") == "test" for run in runs.values()):
+        return None
+    print("\n".join(results.holdout_lines(results_dir)))
+    return results.calibration(results_dir)
 
 
 def not_run_note(config: experiments.ExperimentConfig, results_dir="../results") -> str:

@@ -129,6 +129,39 @@ def calibration(results_dir, experiment: str = "e4", protocol: str = "paper") ->
     return df
 
 
+def holdout_lines(results_dir) -> list[str]:
+    """E5's hold-out figures and the calibration that stands beside them, in words.
+
+    One line per finished E5 hold-out run (top-1, top-5, coarse top-1, on
+    which images), then one per E4 hold-out run of `calibration`: its top-1
+    on its hold-out and on the test split, and the difference between its
+    hold-out figure and the official-split run's, the measured size of the
+    protocol's effect on CIFAR-10. Runs not finished yet are said to be so.
+    """
+    lines = []
+    for evaluation, seeds in holdout_runs(results_dir, "e5").items():
+        for seed, run in seeds.items():
+            m = run.metrics
+            coarse = f", coarse top-1 {m['coarse_top1']:.2f} %" if "coarse_top1" in m else ""
+            lines.append(f"E5 ({run.run_dir.name}, seed {seed}): top-1 {m['top1']:.2f} %, top-5 "
+                         f"{m['top5']:.2f} %{coarse} on the {evaluation} (report, official test "
+                         f"split: {experiments.get('e5').report_top1:.2f} %)")
+    if not lines:
+        lines.append("E5: no finished run yet")
+    table = calibration(results_dir)
+    if len(table) > 1 and table["official test top-1"].notna().all():
+        official = table.iloc[0]
+        for _, row in table.iloc[1:].iterrows():
+            lines.append(
+                f"{row['run']}: {row['top-1']:.2f} on its {row['evaluated on']}, "
+                f"{row['official test top-1']:.2f} on the test split; the official-split run "
+                f"{official['top-1']:.2f}: hold-out figure minus official-split run "
+                f"{row['top-1'] - official['top-1']:+.2f} points")
+    else:
+        lines.append("calibration: the E4 hold-out run is not finished yet")
+    return lines
+
+
 def seed_histories(results_dir, names=experiments.REPORT, protocol: str = "paper") -> dict:
     """`{experiment: {seed: history}}` of the finished runs, for `plots.plot_validation_curves`.
 

@@ -31,7 +31,7 @@ def fake_run(results_dir, experiment, top1, protocol="paper", seed=0, hardware="
                   "loss": 1.0, "val_accuracy": [v / 100 for v in val], "val_loss": 1.1}).to_csv(
         run_dir / "history.csv", index=False)
     metrics = {"experiment": experiment, "protocol": protocol, "dataset": "cifar10", "epochs": 5,
-               "top1": top1, "seconds_per_epoch": seconds, "precision": "float32",
+               "top1": top1, "top5": 95.0, "seconds_per_epoch": seconds, "precision": "float32",
                "hardware": hardware, "seed": seed, "data_source": "synthetic"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
@@ -257,3 +257,34 @@ def test_holdout_runs_stay_out_of_the_seeds_and_name_their_split_in_table1(tmp_p
     assert cal.loc["e4_holdout1000", "top-1"] == 66.2
     assert cal.loc["e4_holdout1000", "official test top-1"] == 65.8
     assert cal.loc["e4_holdout1000", "evaluated on"] == "train hold-out, 1000/class"
+
+
+def test_holdout_lines_and_the_notebooks_calibration_cell(tmp_path, capsys):
+    from squeeze_keras import notebook
+
+    fake_run(tmp_path, "e1", 61.0)
+    assert results.holdout_lines(tmp_path) == [
+        "E5: no finished run yet", "calibration: the E4 hold-out run is not finished yet"]
+    e5 = fake_holdout_run(tmp_path, "e5", 37.5)
+    metrics = json.loads((e5 / "metrics.json").read_text())
+    metrics.update(top5=66.0, coarse_top1=48.25)
+    (e5 / "metrics.json").write_text(json.dumps(metrics))
+    fake_run(tmp_path, "e4", 67.0)
+    fake_holdout_run(tmp_path, "e4", 66.2, holdout=1000, official=65.8)
+    assert results.holdout_lines(tmp_path) == [
+        "E5 (e5_holdout100, seed 0): top-1 37.50 %, top-5 66.00 %, coarse top-1 48.25 % on the "
+        "train hold-out, 100/class (report, official test split: 38.39 %)",
+        "e4_holdout1000: 66.20 on its train hold-out, 1000/class, 65.80 on the test split; the "
+        "official-split run 67.00: hold-out figure minus official-split run -0.80 points"]
+    # The experiment notebooks' cell: E5's runs get the calibration beside them, E1's nothing.
+    e5_runs = notebook.committed_runs("e5", tmp_path)
+    table = notebook.holdout_beside(e5_runs, tmp_path)
+    assert table["run"].tolist() == ["e4", "e4_holdout1000"]
+    assert "coarse top-1 48.25 %" in capsys.readouterr().out
+    assert notebook.holdout_beside(notebook.committed_runs("e1", tmp_path), tmp_path) is None
+    assert capsys.readouterr().out == ""
+    # The runs table shows the coarse and official-test columns only where a run has them.
+    assert "coarse top-1" in notebook.runs_table(e5_runs).columns
+    assert "official test top-1" in notebook.runs_table(notebook.committed_runs("e4", tmp_path))
+    e1_table = notebook.runs_table(notebook.committed_runs("e1", tmp_path))
+    assert not {"coarse top-1", "official test top-1"} & set(e1_table.columns)

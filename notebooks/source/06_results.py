@@ -117,26 +117,8 @@ for row in e4[e4["mean"].notna()].itertuples():
 # evaluated on its hold-out and on the official test split, beside the official-split E4 run.
 
 # %%
-calibration = results.calibration(RESULTS_DIR)
-e5_runs = results.holdout_runs(RESULTS_DIR, "e5")
-for evaluation, seeds in e5_runs.items():
-    for seed, run in seeds.items():
-        m = run.metrics
-        print(f"E5 ({run.run_dir.name}, seed {seed}): top-1 {m['top1']:.2f} %, top-5 "
-              f"{m['top5']:.2f} %, coarse top-1 {m.get('coarse_top1', float('nan')):.2f} % on the "
-              f"{evaluation} (report, official test split: 38.39 %)")
-if not e5_runs:
-    print("E5: no finished run yet")
-if len(calibration) > 1 and calibration["official test top-1"].notna().all():
-    official = calibration.iloc[0]
-    for _, row in calibration.iloc[1:].iterrows():
-        print(f"{row['run']}: {row['top-1']:.2f} on its {row['evaluated on']}, "
-              f"{row['official test top-1']:.2f} on the test split; the official-split run "
-              f"{official['top-1']:.2f}: hold-out figure minus official-split run "
-              f"{row['top-1'] - official['top-1']:+.2f} points")
-else:
-    print("calibration: the E4 hold-out run is not finished yet")
-calibration
+print("\n".join(results.holdout_lines(RESULTS_DIR)))
+results.calibration(RESULTS_DIR)
 
 # %% [markdown]
 # ## Table 2: the best model of the report (E4)

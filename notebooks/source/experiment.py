@@ -123,6 +123,17 @@ if committed:
     display(notebook.runs_table(committed))
 
 # %% [markdown]
+# ## Hold-out figures beside the test split
+#
+# A run evaluated on a hold-out of its training images (E5, and E4's calibration run) does not
+# give a test-split figure. Where this experiment has such a run, this cell sets E5's figures
+# beside the calibration measured on CIFAR-10: E4 trained by the same rule, evaluated on its
+# hold-out and on the test split, and the official-split E4 run. Otherwise it prints nothing.
+
+# %%
+notebook.holdout_beside(committed, RESULTS_DIR)
+
+# %% [markdown]
 # ## Their training and validation curves (the report's appendix)
 #
 # Validation is the test split, as in the report (or the hold-out, for a hold-out run); the
