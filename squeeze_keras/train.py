@@ -140,6 +140,8 @@ def fit(model, splits: data_lib.Splits, run_dir, epochs: int, callbacks=(),
         keras.callbacks.CSVLogger(str(history_file), append=True),
         *callbacks,
     ]
+    if verbose:
+        _say_where_training_resumes(run_dir, epochs)
     # The pipeline shuffles itself (seeded); Keras must not try to.
     model.fit(splits.train, validation_data=splits.test, epochs=epochs, shuffle=False,
               callbacks=fit_callbacks, verbose=verbose)
@@ -151,6 +153,18 @@ def fit(model, splits: data_lib.Splits, run_dir, epochs: int, callbacks=(),
         raise RuntimeError(f"Training stopped after {len(history)} of {epochs} epochs "
                            f"(non-finite loss?). See {history_file}.")
     return history
+
+
+def _say_where_training_resumes(run_dir, epochs: int) -> None:
+    """One line before a resumed `fit`: its log starts at the first epoch not backed up."""
+    try:
+        done = int(fileio.read_json(run_dir / "backup" / "training_metadata.json")["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a fresh run (or a backup Keras will refuse by itself)
+    if 0 < done < epochs:
+        print(f"Resuming {run_dir.name} at epoch {done + 1}/{epochs}: epochs 1-{done} were trained "
+              f"in an earlier sitting (history.csv holds them, and the history shown after "
+              f"training has all {epochs}).")
 
 
 def run_metrics(config, splits, model, history, evaluation, *, seed, limit, policy,

@@ -55,7 +55,7 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
     kwargs = dict(epochs=3, data="synthetic", out_dir=tmp_path, limit=128, verbose=0)
     with pytest.raises(KeyboardInterrupt):
         run_experiment("baseline", callbacks=[Interrupt()], **kwargs)
@@ -69,8 +69,11 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
         def on_epoch_begin(self, epoch, logs=None):
             seen.append(epoch)
 
-    result = run_experiment("baseline", callbacks=[Record()], **kwargs)
+    result = run_experiment("baseline", callbacks=[Record()], **{**kwargs, "verbose": 2})
     assert seen == [2]  # only the missing epoch ran
+    out = capsys.readouterr().out
+    assert out.startswith("Resuming baseline at epoch 3/3: epochs 1-2 were trained in an earlier")
+    assert "Epoch 3/3" in out and "Epoch 1/3" not in out
     assert list(result.history["epoch"]) == [0, 1, 2]
     assert result.metrics["epochs"] == 3
 
