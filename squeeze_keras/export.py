@@ -215,13 +215,21 @@ def check_data(run_dir, data, data_dir, out_dir, what="an export") -> dict:
     A result measured on other data than `run_dir` was trained on (its
     `config.json`) may not go inside the run folder, where it would stand in
     for the run's own results (`litert/`, `pruned60/`): it needs an
-    `out_dir` outside it.
+    `out_dir` outside it. On the run's own data, a hold-out run's identity
+    keeps its `holdout`: the result is measured on the same held-out images
+    as the run (`holdout_arguments`); other data are measured on their test
+    split.
 
     Raises:
         ValueError: other data, with an `out_dir` inside the run folder.
     """
     identity = runs.data_identity(data, data_dir)
     trained_on = runs.stored_data(run_dir)
+    held = trained_on.get("holdout") if isinstance(trained_on, dict) else None
+    if held is not None:
+        source = {key: value for key, value in trained_on.items() if key != "holdout"}
+        if runs.same_data(source, identity):
+            return {**identity, "holdout": held}
     if trained_on is None or runs.same_data(trained_on, identity):
         return identity
     run_dir = pathlib.Path(run_dir).resolve()
@@ -234,6 +242,23 @@ def check_data(run_dir, data, data_dir, out_dir, what="an export") -> dict:
             f"{runs.data_flag(trained_on) or '--data'}), or write the other data's results "
             "outside the run folder (CLI: --out).")
     return identity
+
+
+def holdout_arguments(identity: dict) -> dict:
+    """`data.load`'s `holdout` and `holdout_seed` for an identity from `check_data`."""
+    held = identity.get("holdout") if isinstance(identity, dict) else None
+    if held is None:
+        return {}
+    return {"holdout": held.get("per_class", held.get("fraction")), "holdout_seed": held["seed"]}
+
+
+def check_split(splits, identity: dict) -> None:
+    """Raises ValueError if a hold-out run's data, loaded again, hold out other images."""
+    held = identity.get("holdout") if isinstance(identity, dict) else None
+    if held is not None and splits.holdout != held:
+        raise ValueError(
+            f"The data's hold-out split is not the run's: config.json records {held}, the "
+            f"data give {splits.holdout}. Pass the data the run was trained on.")
 
 
 def holds_full_table(out_dir) -> bool:
@@ -301,7 +326,9 @@ def export_run(run_dir, *, data="tfds", out_dir=None, forms=FORMS, representativ
     config, model = runs.load_trained_model(run_dir)
     fingerprint = runs.model_fingerprint(model_file)
     splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
-                           batch_size=250, seed=0, limit=eval_limit, data_dir=data_dir)
+                           batch_size=250, seed=0, limit=eval_limit, data_dir=data_dir,
+                           **holdout_arguments(identity))
+    check_split(splits, identity)
     x_test = data_lib.normalize(splits.x_test, config.preprocessing)
     y_test = np.asarray(splits.y_test)
     calibration = np.sort(np.random.default_rng(0).permutation(len(splits.x_train))[:representative])

@@ -161,7 +161,7 @@ def prune_run(run_dir, *, data="tfds", sparsity=0.6, epochs=6, out_dir=None, dat
     staging = _staging_folder(out_dir)  # fails here, before the fine-tuning, if read-only
     try:
         metrics = _prune(model, config, data=data, data_dir=data_dir, limit=limit,
-                         sparsity=sparsity, epochs=epochs, verbose=verbose)
+                         sparsity=sparsity, epochs=epochs, verbose=verbose, identity=identity)
         metrics["unpruned_top1"] = unpruned["top1"]
         runs.save_model(model, config, staging / "model.keras")
         fileio.write_text(staging / "config.json", stored_config)
@@ -202,12 +202,18 @@ def _staging_folder(out_dir: pathlib.Path) -> pathlib.Path:
     return staging
 
 
-def _prune(model, config, *, data, data_dir, limit, sparsity, epochs, verbose) -> dict:
-    """Fine-tunes `model` with magnitude pruning in place; its metrics."""
+def _prune(model, config, *, data, data_dir, limit, sparsity, epochs, verbose,
+           identity=None) -> dict:
+    """Fine-tunes `model` with magnitude pruning in place; its metrics.
+
+    A hold-out run (`identity` from `export.check_data`) is fine-tuned on its
+    own training images and measured on its held-out ones.
+    """
     with runs.dtype_policy("float32"):
         splits = data_lib.load(config.dataset, data, preprocessing=config.preprocessing,
                                batch_size=config.protocol.batch_size, data_dir=data_dir,
-                               limit=limit)
+                               limit=limit, **export.holdout_arguments(identity))
+        export.check_split(splits, identity)
         steps = -(-splits.train_size // config.protocol.batch_size)
         compile_model(model, config, steps, epochs, steps_per_execution=1)  # masks every step
         # Batches are (images, labels, weights): padding rows weigh 0 in the loss.

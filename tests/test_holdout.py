@@ -136,3 +136,28 @@ def test_notebooks_list_a_holdout_run_under_its_own_label(holdout_run):
     assert list(runs_) == ["paper, train hold-out, 2/class"]
     assert list(notebook.histories_by_protocol(runs_)) == ["paper, train hold-out, 2/class"]
     assert "train hold-out, 2/class" in notebook.result_line(result.metrics)
+
+
+def test_export_and_prune_of_a_holdout_run_measure_its_own_held_out_images(holdout_run):
+    from squeeze_keras import export, prune
+
+    tmp, root, result = holdout_run
+    held = result.metrics["holdout"]
+    table = export.export_run(result.run_dir, data=str(root), forms=("float32",),
+                              representative=8, latency_runs=2)
+    assert table.attrs["test_images"] == 20  # the 2 x 10 held-out images, not test/'s 80
+    keras_row = table.set_index("form").loc["keras (reference)"]
+    assert abs(keras_row["top-1"] - result.metrics["top1"]) <= 5  # one image in 20
+    source = json.loads((result.run_dir / "litert" / "source.json").read_text())
+    assert source["data_identity"]["holdout"] == held
+    pruned = prune.prune_run(result.run_dir, data=str(root), epochs=1, sparsity=0.5, verbose=0)
+    assert pruned["test_size"] == 20
+    source = json.loads((result.run_dir / "pruned50" / "source.json").read_text())
+    assert source["data_identity"]["holdout"] == held
+    # Other data: its own test split, and only outside the run folder.
+    other = write_train_folder(tmp / "other", per_class=3, with_test=True)
+    with pytest.raises(ValueError, match="was trained on .* --out"):
+        export.export_run(result.run_dir, data=str(other), forms=("float32",), latency_runs=2)
+    table = export.export_run(result.run_dir, data=str(other), out_dir=tmp / "elsewhere",
+                              forms=("float32",), representative=8, latency_runs=2)
+    assert table.attrs["test_images"] == 30
