@@ -163,8 +163,7 @@ def _say_where_training_resumes(run_dir, epochs: int) -> None:
         return  # a fresh run (or a backup Keras will refuse by itself)
     if 0 < done < epochs:
         print(f"Resuming {run_dir.name} at epoch {done + 1}/{epochs}: epochs 1-{done} were trained "
-              f"in an earlier sitting (history.csv holds them, and the history shown after "
-              f"training has all {epochs}).")
+              f"in an earlier sitting, and history.csv holds them.")
 
 
 def run_metrics(config, splits, model, history, evaluation, *, seed, limit, policy,
