@@ -288,3 +288,32 @@ def test_holdout_lines_and_the_notebooks_calibration_cell(tmp_path, capsys):
     assert "official test top-1" in notebook.runs_table(notebook.committed_runs("e4", tmp_path))
     e1_table = notebook.runs_table(notebook.committed_runs("e1", tmp_path))
     assert not {"coarse top-1", "official test top-1"} & set(e1_table.columns)
+
+
+def test_readme_table1_shows_the_committed_runs():
+    """The README's measured Table 1 says what results/ holds: a landed run changes it."""
+    readme = (COMMITTED.parent / "README.md").read_text()
+    section = readme.split("### Table 1, measured", 1)[1]
+    lines = [line for line in section.split("\n\n| run |", 1)[1].splitlines()[2:]]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in lines[:next(i for i, line in enumerate(lines) if not line.startswith("|"))]]
+    table = results.table1(COMMITTED, protocols=("tuned", "tuned2")).set_index("run")
+    assert [row[0] for row in rows] == list(table.index)
+    for run, _, report, n, paper, last3, difference, tuned, tuned2, _, params in rows:
+        want = table.loc[run]
+        assert (float(report), int(n)) == (want["report top-1"], want["paper n"]), run
+        assert params == f"{want['params']:,}", run
+        if want["paper n"] == 0:
+            assert paper.startswith(("in training", "not run")), run
+            continue
+        expected = f"{want['paper mean']:.2f}"
+        if want["paper n"] > 1:
+            expected += f" (sd {want['paper sd']:.2f}, {want['paper min-max']})"
+        assert paper == expected or paper.startswith(expected + " ("), run
+        if want["evaluated on"] != "test":
+            assert want["evaluated on"] in paper, run  # a hold-out figure names its split
+        assert last3 == f"{want['paper last-3 mean']:.2f}", run
+        assert difference == f"{want['mean - report']:+.2f}", run
+        for cell, protocol in ((tuned, "tuned"), (tuned2, "tuned2")):
+            shown = want[f"{protocol} mean (n)"]
+            assert cell.strip("*") == ("" if pd.isna(shown) else shown.split(" (")[0]), (run, protocol)
