@@ -131,10 +131,15 @@ def _check_batch_size(batch_size):
             f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
 
 
+def mean_std(preprocessing) -> tuple[tuple, tuple]:
+    """The per-channel mean and std (of 0-1 pixels) that `preprocessing` normalises with."""
+    _check_preprocessing(preprocessing)
+    return (IMAGENET_MEAN, IMAGENET_STD) if preprocessing == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
+
+
 def _scale_shift(preprocessing):
     """`x * scale + shift` == `(x / 255 - mean) / std`, as float32 per-channel constants."""
-    _check_preprocessing(preprocessing)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if preprocessing == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
+    mean, std = mean_std(preprocessing)
     scale = (1 / (255 * np.asarray(std))).astype(np.float32)
     shift = (-np.asarray(mean) / np.asarray(std)).astype(np.float32)
     return scale, shift

@@ -294,9 +294,9 @@ def test_readme_table1_shows_the_committed_runs():
     """The README's measured Table 1 says what results/ holds: a landed run changes it."""
     readme = (COMMITTED.parent / "README.md").read_text()
     section = readme.split("### Table 1, measured", 1)[1]
-    lines = [line for line in section.split("\n\n| run |", 1)[1].splitlines()[2:]]
+    table_text = section.split("\n\n| run |", 1)[1].split("\n\n", 1)[0]
     rows = [[cell.strip() for cell in line.strip("|").split("|")]
-            for line in lines[:next(i for i, line in enumerate(lines) if not line.startswith("|"))]]
+            for line in table_text.splitlines()[2:]]
     table = results.table1(COMMITTED, protocols=("tuned", "tuned2")).set_index("run")
     assert [row[0] for row in rows] == list(table.index)
     for run, _, report, n, paper, last3, difference, tuned, tuned2, _, params in rows:

@@ -40,8 +40,8 @@ MADE_BY = ("tools/package_weights.py: runs.load_trained_model('{run}') (its mode
            "hold the same arrays")
 
 
-def entry_for_run(run_dir: pathlib.Path, name: str, *, data: str, evaluated_on: str) -> dict:
-    """The registry entry of NAME for a finished run (without the file and its SHA-256)."""
+def entry_for_run(run_dir: pathlib.Path, *, data: str, evaluated_on: str) -> dict:
+    """The registry entry of a finished run (without the file and its SHA-256)."""
     config = json.loads((run_dir / "config.json").read_text())
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file() or not (run_dir / "model.keras").is_file():
@@ -50,8 +50,7 @@ def entry_for_run(run_dir: pathlib.Path, name: str, *, data: str, evaluated_on: 
     metrics = json.loads(metrics_file.read_text())
     experiment = config["experiment"]
     preprocessing = experiment["preprocessing"]
-    mean, std = ((data_lib.IMAGENET_MEAN, data_lib.IMAGENET_STD) if preprocessing == "imagenet"
-                 else (data_lib.CIFAR_MEAN, data_lib.CIFAR_STD))
+    mean, std = data_lib.mean_std(preprocessing)
     versions = metrics.get("versions", {})
     entry = {
         "available": True,
@@ -104,7 +103,7 @@ def package(run_dir, name: str, *, data: str, evaluated_on: str, weights_dir=WEI
     if old and old.get("available") and not replace:
         raise SystemExit(f"error: weights {name!r} already ship ({old['file']}, from {old['run']}); "
                          "pass --replace to replace them.")
-    entry = entry_for_run(run_dir, name, data=data, evaluated_on=evaluated_on)
+    entry = entry_for_run(run_dir, data=data, evaluated_on=evaluated_on)
     if old and old.get("dataset") not in (None, entry["dataset"]):
         raise SystemExit(f"error: the registry announces {name!r} as {old['dataset']} weights, but "
                          f"{run_dir.name} trained on {entry['dataset']}.")
