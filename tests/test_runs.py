@@ -201,3 +201,26 @@ def test_every_committed_run_matches_its_registered_config():
         assert {"data", "precision", "epochs", "seed", "limit"} <= stored.keys(), config_file
         checked += 1
     assert checked >= 7
+
+
+def test_resume_state_travels_with_the_working_tree_but_is_never_committed():
+    """backup/ is untracked, not ignored, so an unfinished run survives a carried checkout."""
+    import pathlib
+    import shutil
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+    backup = "results/e5_holdout100/backup/latest.weights.h5"
+    assert git("check-ignore", "-q", backup).returncode == 1, f"{backup} is git-ignored"
+    assert git("check-ignore", "-q", "results/e5_holdout100/checkpoints/best.keras").returncode == 0
+    tracked = git("ls-files", "results").stdout.split()
+    assert tracked, "no committed runs"
+    state = [name for name in tracked
+             if {"backup", "checkpoints", ".lock"} & set(pathlib.PurePosixPath(name).parts)]
+    assert state == [], f"resume state committed: {state}"
