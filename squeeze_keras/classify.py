@@ -112,14 +112,15 @@ class Classifier:
 
 
 def _from_named(name: str) -> Classifier:
-    model = SqueezeNet(weights=name)
     info = pretrained.weights_info(name)
+    model = SqueezeNet(weights=name, classes=info.get("classes", 10))
 
     def predict(images):
         return _predict(model, pretrained.preprocess_input(images, name))
 
     return Classifier(predict, classes_lib.class_names(info["dataset"]),
-                      f"weights={name!r} ({info['run']}, top-1 {info['top1']:.2f} %)")
+                      f"weights={name!r} ({info['run']}, top-1 {info['top1']:.2f} % on the "
+                      f"{info.get('evaluation', 'test')} split)")
 
 
 def _from_run(run_dir: pathlib.Path) -> Classifier:

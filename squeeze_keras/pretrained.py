@@ -1,7 +1,7 @@
 """Trained weights that ship inside the package, their preprocessing and their class names.
 
 `squeeze_keras/weights/weights.json` is the registry of named weights: for
-each name (`"cifar10"`, later `"cifar100"`), the `.weights.h5` file beside it
+each name (`"cifar10"`, `"cifar100"`), the `.weights.h5` file beside it
 and its SHA-256, the run it was extracted from (folder, protocol, top-1, data,
 epochs, hardware), the architecture it fits and the preprocessing it was
 trained with. `tools/package_weights.py` adds named weights from a finished run. An entry

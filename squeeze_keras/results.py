@@ -326,7 +326,8 @@ def table1_details(results_dir, names=experiments.REPORT) -> pd.DataFrame:
 
     Hardware and seconds per epoch belong to the runs of that row only (seeds
     made on another machine or in another precision get a row of their own).
-    Every experiment has a `paper` row, missing where no run is finished.
+    Every experiment has a `paper` row, missing where no run is finished; an
+    experiment with hold-out runs only (E5 offline) shows those.
     Columns: run, protocol, seeds, mean (final top-1 over those seeds),
     report params, params, epochs, s/epoch (median over those seeds),
     hardware, data, precision.
@@ -338,7 +339,10 @@ def table1_details(results_dir, names=experiments.REPORT) -> pd.DataFrame:
         for protocol in experiments.PROTOCOLS:
             runs = seed_runs(results_dir, name, protocol)
             if not runs and protocol == "paper":
-                rows.append({**base, "protocol": protocol})
+                # No official-split run (E5 offline): its hold-out runs, as in `table1`.
+                runs = next(iter(holdout_runs(results_dir, name).values()), {})
+                if not runs:
+                    rows.append({**base, "protocol": protocol})
             groups: dict[tuple, list] = {}
             for seed, run in runs.items():
                 m = run.metrics

@@ -3,8 +3,9 @@
 A run folder `<out>/<experiment>[_<protocol>][_seed<k>]` holds `config.json`
 (everything the run was made with: the experiment's full config, epochs,
 seed, data identity, subset limit, precision), `history.csv`, `metrics.json`
-and `model.keras`; while training, `backup/` (resume state) and
-`checkpoints/`; after export or pruning, derived folders (`litert/`,
+and `model.keras`; while training, `backup/` (resume state),
+`checkpoints/` and `sittings.json` (which machine trained from which epoch,
+folded into `metrics.json` when the run finishes); after export or pruning, derived folders (`litert/`,
 `pruned*/`) that belong to the model they were made from.
 
 The rule: a folder is only ever continued by the same run. Before anything
@@ -29,6 +30,7 @@ import json
 import os
 import pathlib
 import shutil
+import statistics
 import typing
 
 import keras
@@ -40,6 +42,7 @@ from squeeze_keras import fileio, sources
 
 TRAINING_STATE = ("history.csv", "metrics.json", "model.keras", "backup", "checkpoints")
 REPLACED = ".replaced"  # an overwritten run, kept until the new one has finished an epoch
+SITTINGS = "sittings.json"  # the machines of an unfinished run, one entry per (re)start
 
 
 class RunFolderError(FileExistsError):
@@ -324,7 +327,8 @@ def locked(run_dir):
 def _run_paths(run_dir) -> list[pathlib.Path]:
     """What a run folder holds of a run: config, training state, derived folders."""
     run_dir = pathlib.Path(run_dir)
-    paths = [run_dir / "config.json", *(run_dir / name for name in TRAINING_STATE),
+    paths = [run_dir / "config.json", run_dir / SITTINGS,
+             *(run_dir / name for name in TRAINING_STATE),
              *sorted(run_dir.glob("litert*")), *sorted(run_dir.glob("pruned*"))]
     return [path for path in paths if path.exists() or path.is_symlink()]
 
@@ -397,6 +401,45 @@ def discard_replaced(run_dir) -> None:
     shutil.rmtree(pathlib.Path(run_dir) / REPLACED, ignore_errors=True)
 
 
+def record_sitting(run_dir, first_epoch: int, hardware: str, started: str) -> list[dict]:
+    """Adds a sitting (training from `first_epoch` on `hardware`) to `sittings.json`.
+
+    A run resumed by `BackupAndRestore`, perhaps on another machine, is
+    trained in several sittings. Earlier entries that trained nothing before
+    this one starts are dropped; a resumed run with no record of its first
+    sitting gets one whose machine is `"unknown (not recorded)"`. Returns
+    the sittings, oldest first.
+    """
+    path = pathlib.Path(run_dir) / SITTINGS
+    try:
+        stored = fileio.read_json(path) if path.exists() else []
+        sittings = [s for s in stored if int(s["first_epoch"]) < first_epoch]
+    except (OSError, TypeError, KeyError, ValueError):  # ValueError: not valid JSON
+        sittings = []  # unreadable: what the machines were is lost, the run is not
+    if first_epoch > 1 and not sittings:
+        sittings = [{"first_epoch": 1, "hardware": "unknown (not recorded)"}]
+    sittings.append({"first_epoch": first_epoch, "hardware": hardware, "started": started})
+    fileio.write_json(path, sittings)
+    return sittings
+
+
+def sittings_summary(sittings: list[dict], seconds) -> list[dict]:
+    """Each sitting's epochs (`"1-10"`, or `"11"`), machine and median seconds per epoch.
+
+    `seconds` is the `seconds` column of the finished run's history, epoch 1 first.
+    """
+    seconds = list(seconds)
+    out = []
+    for i, sitting in enumerate(sittings):
+        first = int(sitting["first_epoch"])
+        last = int(sittings[i + 1]["first_epoch"]) - 1 if i + 1 < len(sittings) else len(seconds)
+        own = seconds[first - 1:last]
+        out.append({"epochs": f"{first}-{last}" if last > first else f"{first}",
+                    "hardware": sitting["hardware"],
+                    "seconds_per_epoch": round(statistics.median(own), 1) if own else None})
+    return out
+
+
 def logged_epochs(run_dir) -> int:
     """Epochs `history.csv` records (0 if it is absent, empty or unreadable)."""
     try:
@@ -420,6 +463,7 @@ def remove_if_untrained(run_dir) -> None:
     if not run_dir.is_dir() or any((run_dir / n).exists() for n in TRAINING_STATE):
         return
     (run_dir / "config.json").unlink(missing_ok=True)
+    (run_dir / SITTINGS).unlink(missing_ok=True)
     if {p.name for p in run_dir.iterdir()} <= {".lock"}:
         shutil.rmtree(run_dir, ignore_errors=True)
 

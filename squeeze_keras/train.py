@@ -155,21 +155,36 @@ def fit(model, splits: data_lib.Splits, run_dir, epochs: int, callbacks=(),
     return history
 
 
+def _epochs_backed_up(run_dir) -> int:
+    """Epochs `BackupAndRestore` has saved in `run_dir/backup/` (0 for a fresh run)."""
+    try:
+        return int(fileio.read_json(run_dir / "backup" / "training_metadata.json")["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0  # a fresh run (or a backup Keras will refuse by itself)
+
+
 def _say_where_training_resumes(run_dir, epochs: int) -> None:
     """One line before a resumed `fit`: its log starts at the first epoch not backed up."""
-    try:
-        done = int(fileio.read_json(run_dir / "backup" / "training_metadata.json")["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # a fresh run (or a backup Keras will refuse by itself)
+    done = _epochs_backed_up(run_dir)
     if 0 < done < epochs:
         print(f"Resuming {run_dir.name} at epoch {done + 1}/{epochs}: epochs 1-{done} were trained "
               f"in an earlier sitting, and history.csv holds them.")
 
 
 def run_metrics(config, splits, model, history, evaluation, *, seed, limit, policy,
-                batch_size, replicas, data_source) -> dict:
-    """The `metrics.json` of a finished run."""
-    return {
+                batch_size, replicas, data_source, sittings=None) -> dict:
+    """The `metrics.json` of a finished run.
+
+    `sittings` (`runs.record_sitting`'s list): with more than one, `sittings`
+    gives each one's epochs, machine and median seconds per epoch, and
+    `hardware` names every machine with its epochs, not only the last.
+    """
+    sittings = runs.sittings_summary(sittings or [], history["seconds"])
+    machines = {s["hardware"] for s in sittings}
+    hardware = devices.hardware()
+    if len(machines) > 1:
+        hardware = "; ".join(f"{s['hardware']} (epochs {s['epochs']})" for s in sittings)
+    metrics = {
         "experiment": config.name,
         "description": config.description,
         "protocol": config.protocol.name,
@@ -190,15 +205,22 @@ def run_metrics(config, splits, model, history, evaluation, *, seed, limit, poli
         "batch_size": batch_size,
         "replicas": replicas,
         "precision": policy,
-        "hardware": devices.hardware(),
+        "hardware": hardware,
         "seed": seed,
         "limit": limit,
         "versions": {
             "squeeze_keras": __version__, **devices.backend_version(),
             "keras": keras.__version__, "python": platform.python_version(),
         },
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "finished": _now(),
     }
+    if len(sittings) > 1:
+        metrics["sittings"] = sittings
+    return metrics
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def topk_accuracy(probabilities, labels, k: int = 1) -> float:
@@ -354,6 +376,8 @@ def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, cal
     if fresh:
         runs.set_aside(run_dir)
     fileio.write_json(run_dir / "config.json", spec)
+    sittings = runs.record_sitting(run_dir, _epochs_backed_up(run_dir) + 1, devices.hardware(),
+                                   _now())
     with runs.dtype_policy(policy):
         keras.utils.set_random_seed(seed)
         steps = -(-splits.train_size // batch_size)
@@ -370,9 +394,10 @@ def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, cal
     runs.save_model(model, config, run_dir / "model.keras")
     metrics = run_metrics(config, splits, model, history, evaluation, seed=seed, limit=limit,
                           policy=policy, batch_size=batch_size, replicas=replicas,
-                          data_source=runs.data_label(data))
+                          data_source=runs.data_label(data), sittings=sittings)
     metrics.update(extra)
     runs.write_metrics(run_dir, metrics)
+    (run_dir / runs.SITTINGS).unlink(missing_ok=True)  # folded into metrics.json
     return runs.RunResult(run_dir, history, metrics)
 
 

@@ -127,7 +127,9 @@ def test_table1_shows_the_committed_runs():
     assert table.loc["baseline", "mean - report"] == pytest.approx(
         sum(baseline) / len(baseline) - 46.54, abs=0.01)
     assert table.loc["e4", "tuned2 mean (n)"] == f"{committed_top1('e4_tuned2')[0]:.2f} (1)"
-    assert pd.isna(table.loc["e5", "paper mean"])
+    e5 = json.loads((COMMITTED / "e5_holdout100" / "metrics.json").read_text())
+    assert table.loc["e5", ["paper n", "paper mean"]].tolist() == [1, e5["top1"]]
+    assert table.loc["e5", "evaluated on"] == e5["evaluation"] == "train hold-out, 100/class"
     details = results.table1_details(COMMITTED).set_index(["run", "protocol"])
     tuned2 = json.loads((COMMITTED / "e4_tuned2" / "metrics.json").read_text())
     paper = json.loads((COMMITTED / "e4" / "metrics.json").read_text())
@@ -249,6 +251,9 @@ def test_holdout_runs_stay_out_of_the_seeds_and_name_their_split_in_table1(tmp_p
     assert table.loc["e4", "evaluated on"] == "test"
     assert table.loc["e5", "paper mean"] == 37.5 and table.loc["e5", "paper n"] == 1
     assert table.loc["e5", "evaluated on"] == "train hold-out, 100/class"
+    details = results.table1_details(tmp_path).set_index(["run", "protocol"])
+    assert details.loc[("e5", "paper"), ["seeds", "mean"]].tolist() == ["0", 37.5]
+    assert details.loc[("e4", "paper"), "seeds"] == "0"  # the hold-out run is not among them
     assert results.best_run(tmp_path).name == "e4"  # a hold-out figure never wins
     with pytest.raises(FileNotFoundError):
         results.best_run(tmp_path, "cifar100")

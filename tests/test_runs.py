@@ -39,19 +39,50 @@ def write_folder(root, seed, per_class=4, classes=10):
     return root
 
 
-def test_an_unfinished_run_is_not_resumed_under_another_config(tmp_path):
+def test_an_unfinished_run_is_not_resumed_under_another_config(tmp_path, monkeypatch):
+    from squeeze_keras import devices
+
+    monkeypatch.setattr(devices, "hardware", lambda: "machine A")
     with pytest.raises(KeyboardInterrupt):
         run_experiment("baseline", epochs=3, data="synthetic", out_dir=tmp_path,
                        callbacks=[Interrupt(0)], **FAST)
     run_dir = tmp_path / "baseline"
     assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
+    stored = json.loads((run_dir / runs.SITTINGS).read_text())
+    assert [(s["first_epoch"], s["hardware"]) for s in stored] == [(1, "machine A")]
     folder = write_folder(tmp_path / "small", seed=0)
     with pytest.raises(runs.RunFolderError, match=r"unfinished run .*differs in: .*data\.source.*epochs"):
         run_experiment("baseline", epochs=2, data=str(folder), out_dir=tmp_path, **FAST)
-    # Nothing of the interrupted run was touched: the same command still resumes it.
+    # Nothing of the interrupted run was touched: the same command still resumes it,
+    # here on another machine, and metrics.json says which machine trained which epochs.
     assert (run_dir / "backup").exists()
+    monkeypatch.setattr(devices, "hardware", lambda: "machine B")
     result = run_experiment("baseline", epochs=3, data="synthetic", out_dir=tmp_path, **FAST)
     assert result.status == "resumed" and list(result.history["epoch"]) == [0, 1, 2]
+    assert [(s["epochs"], s["hardware"]) for s in result.metrics["sittings"]] == [
+        ("1", "machine A"), ("2-3", "machine B")]
+    assert result.metrics["hardware"] == "machine A (epochs 1); machine B (epochs 2-3)"
+    assert not (run_dir / runs.SITTINGS).exists()  # folded into metrics.json
+
+
+def test_sittings_summary_gives_each_machine_its_epochs_and_speed():
+    seconds = [10.0, 12.0, 30.0, 31.0, 29.0]
+    assert runs.sittings_summary([{"first_epoch": 1, "hardware": "A"},
+                                  {"first_epoch": 3, "hardware": "B"}], seconds) == [
+        {"epochs": "1-2", "hardware": "A", "seconds_per_epoch": 11.0},
+        {"epochs": "3-5", "hardware": "B", "seconds_per_epoch": 30.0}]
+
+
+def test_record_sitting_drops_starts_that_trained_nothing(tmp_path):
+    runs.record_sitting(tmp_path, 1, "A", "t0")
+    runs.record_sitting(tmp_path, 4, "B", "t1")
+    runs.record_sitting(tmp_path, 4, "C", "t2")  # B was stopped before finishing epoch 4
+    stored = json.loads((tmp_path / runs.SITTINGS).read_text())
+    assert [(s["first_epoch"], s["hardware"]) for s in stored] == [(1, "A"), (4, "C")]
+    # A resumed run whose first sitting was never recorded does not credit this machine.
+    (tmp_path / runs.SITTINGS).unlink()
+    assert [s["hardware"] for s in runs.record_sitting(tmp_path, 5, "D", "t3")] == [
+        "unknown (not recorded)", "D"]
 
 
 def test_two_folders_with_the_same_name_are_different_data(tmp_path):
@@ -80,7 +111,10 @@ def test_an_archive_is_identified_by_content_not_by_path(tmp_path):
 
 
 def test_another_precision_is_another_run(tmp_path):
-    run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    first = run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path, **FAST)
+    # One sitting: the machine alone, and no sittings record is left behind.
+    assert "sittings" not in first.metrics and "(epochs" not in first.metrics["hardware"]
+    assert not (first.run_dir / runs.SITTINGS).exists()
     with pytest.raises(runs.RunFolderError, match=r"differs in: precision"):
         run_experiment("baseline", epochs=1, data="synthetic", out_dir=tmp_path,
                        **{**FAST, "precision": "mixed_bfloat16"})
@@ -218,9 +252,12 @@ def test_resume_state_travels_with_the_working_tree_but_is_never_committed():
 
     backup = "results/e5_holdout100/backup/latest.weights.h5"
     assert git("check-ignore", "-q", backup).returncode == 1, f"{backup} is git-ignored"
+    sittings = "results/e5_holdout100/sittings.json"
+    assert git("check-ignore", "-q", sittings).returncode == 1, f"{sittings} is git-ignored"
     assert git("check-ignore", "-q", "results/e5_holdout100/checkpoints/best.keras").returncode == 0
     tracked = git("ls-files", "results").stdout.split()
     assert tracked, "no committed runs"
     state = [name for name in tracked
-             if {"backup", "checkpoints", ".lock"} & set(pathlib.PurePosixPath(name).parts)]
+             if {"backup", "checkpoints", ".lock", "sittings.json"}
+             & set(pathlib.PurePosixPath(name).parts)]
     assert state == [], f"resume state committed: {state}"
