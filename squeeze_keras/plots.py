@@ -72,7 +72,8 @@ def plot_history(history, title: str, path=None, report_top1: float | None = Non
     The accuracy panel's y range includes the report's top-1 (a dotted line)
     with a margin, so that the line never lies on the frame. `protocol` and
     `seed`, where given, are named under the title; `evaluation` names the
-    validation split (`"test"`, or e.g. `"train hold-out, 100/class"`).
+    validation split (`"test"`, or e.g. `"train hold-out, 100/class"`, beside
+    which the report's line says that it is a test-split figure).
     """
     epochs = history["epoch"] + 1
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
@@ -81,7 +82,10 @@ def plot_history(history, title: str, path=None, report_top1: float | None = Non
     acc.plot(epochs, train, label="training")
     acc.plot(epochs, val, label=validation)
     if report_top1 is not None:
-        acc.axhline(report_top1, color="grey", linestyle=":", label=f"report: {report_top1:.2f} %")
+        # The report measured on the test split: say so beside a hold-out curve.
+        where = "" if evaluation == "test" else " (test split)"
+        acc.axhline(report_top1, color="grey", linestyle=":",
+                    label=f"report{where}: {report_top1:.2f} %")
     _accuracy_limits(acc, [*train, *val], report_top1)
     acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="accuracy")
     acc.legend()

@@ -47,6 +47,11 @@ def test_plot_history_keeps_the_report_line_inside_and_names_protocol_and_seed(t
     assert low + 1 <= 72.05 <= high - 1  # the line is not on the frame
     assert fig._suptitle.get_text() == "e4\nprotocol paper, seed 0"
     assert (tmp_path / "e4.png").stat().st_size > 0
+    assert acc.get_legend_handles_labels()[1][-1] == "report: 72.05 %"
+    holdout = plots.plot_history(history(36.0), "e5", report_top1=38.39,
+                                 evaluation="train hold-out, 100/class")
+    assert holdout.axes[0].get_legend_handles_labels()[1] == [
+        "training", "validation (train hold-out, 100/class)", "report (test split): 38.39 %"]
 
 
 def test_validation_curves_draw_the_seed_mean_and_a_min_max_band(tmp_path):
