@@ -5,8 +5,9 @@ A run folder `<out>/<experiment>[_<protocol>][_seed<k>]` holds `config.json`
 seed, data identity, subset limit, precision), `history.csv`, `metrics.json`
 and `model.keras`; while training, `backup/` (resume state),
 `checkpoints/` and `sittings.json` (which machine trained from which epoch,
-folded into `metrics.json` when the run finishes); after export or pruning, derived folders (`litert/`,
-`pruned*/`) that belong to the model they were made from.
+folded into `metrics.json` when the run finishes); after export or pruning,
+derived folders (`litert/`, `pruned*/`) that belong to the model they were
+made from.
 
 The rule: a folder is only ever continued by the same run. Before anything
 is trained, the stored `config.json` is compared field by field with the
