@@ -23,11 +23,14 @@ Preprocessing modes (chosen by the experiment):
   the same constants for CIFAR-100.)
 
 Under Keras's TensorFlow backend every split is a tf.data pipeline,
-``cache -> shuffle -> map(augment, AUTOTUNE) -> pad -> batch -> map(normalise,
-AUTOTUNE) -> prefetch``. Under the JAX or PyTorch backends (where TensorFlow
-may not be installed) the same steps run in NumPy in an `ArrayBatches`
-`keras.utils.PyDataset`: same normalisation, same kind of augmentation, the
-same padded batches.
+``shuffle -> map(augment, AUTOTUNE) -> pad -> batch -> map(normalise,
+AUTOTUNE) -> prefetch`` (an evaluation split is cached, not shuffled). Under
+the JAX or PyTorch backends (where TensorFlow may not be installed) the same
+steps run in NumPy in an `ArrayBatches` `keras.utils.PyDataset`: same
+normalisation, same kind of augmentation, the same padded batches. Either way
+a training epoch's order and augmentation depend only on the seed and the
+epoch's number, which `set_epoch` sets: a resumed run goes on with the epoch
+it resumes at.
 
 Where the arrays come from (image folders and archives, synthetic data,
 hold-out splits) is `squeeze_keras.sources`, and tfds is
@@ -173,10 +176,18 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
                   batch_size=64, seed=0):
     """Turns uint8 images and int labels into a batched, normalised tf.data pipeline.
 
-    `cache -> shuffle -> map(augment, AUTOTUNE) -> pad -> batch -> map(normalise) ->
-    prefetch`; shuffling and augmentation only when `training`, both seeded by
-    `seed`. Yields `(images, labels, weights)` batches of exactly `batch_size`
-    rows; the last is padded with zero images of weight 0.
+    Evaluation: `cache -> pad -> batch -> map(normalise, AUTOTUNE) -> prefetch`.
+    Training: `shuffle -> map(augment, AUTOTUNE) -> pad -> batch -> map(normalise,
+    AUTOTUNE) -> prefetch`, augmentation only for `"cifar"` preprocessing. Yields
+    `(images, labels, weights)` batches of exactly `batch_size` rows; the last
+    is padded with zero images of weight 0.
+
+    A training pipeline's randomness depends on `(seed, epoch)` alone, never on
+    TensorFlow's global seed: each pass draws its order, and one crop-and-flip
+    key per image, from the stateless key `(seed, epoch)`. `epoch` counts the
+    passes (0 first) unless `set_epoch` names the epoch that comes next, as
+    `train.fit` does before every epoch: a resumed run then sees the epochs it
+    resumes at, not epoch 0's again.
     """
     import tensorflow as tf
 
@@ -185,18 +196,32 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
     labels = np.asarray(labels, np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels.")
-    augment = training and preprocessing == "cifar"
-    weights = np.ones(len(labels), np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((images, labels, weights)).cache()
+    epoch = None
     if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    if augment:
-        # One stateless seed per element, fresh each epoch, reproducible from `seed`.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xyw, s: (_augment(xyw[0], s), xyw[1], xyw[2]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
-        )
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="pipeline_epoch")
+        images_t, labels_t = tf.constant(images), tf.constant(labels)
+
+        def one_epoch(_):
+            # Runs when a pass starts (tf.data iterators start lazily, so an iterator
+            # Keras makes and drops never gets here); the next pass is the next epoch.
+            key = tf.stack([tf.constant(seed, tf.int64), epoch.assign_add(1) - 1])
+            order_key, crop_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+            order = tf.argsort(tf.random.stateless_uniform([len(labels)], seed=order_key))
+            crop_keys = tf.random.stateless_uniform([len(labels), 2], seed=crop_key,
+                                                    minval=None, maxval=None, dtype=tf.int64)
+            return tf.data.Dataset.from_tensor_slices((
+                tf.gather(images_t, order), tf.gather(labels_t, order),
+                tf.ones(len(labels)), crop_keys))
+
+        ds = tf.data.Dataset.range(1).flat_map(one_epoch)
+        # flat_map hides the size, and Keras needs it (progress bar, steps_per_execution).
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(labels)))
+        augment = _augment if preprocessing == "cifar" else lambda image, key: image
+        ds = ds.map(lambda x, y, w, key: (augment(x, key), y, w),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        weights = np.ones(len(labels), np.float32)
+        ds = tf.data.Dataset.from_tensor_slices((images, labels, weights)).cache()
     # Padding after the shuffle: it always lands in the last batch, never augmented.
     pad = -len(images) % batch_size
     if pad:
@@ -209,7 +234,9 @@ def make_pipeline(images, labels, *, preprocessing="imagenet", training=False,
     scale, shift = tf.constant(scale), tf.constant(shift)
     ds = ds.map(lambda x, y, w: (tf.cast(x, tf.float32) * scale + shift, y, w),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    ds.epoch = epoch  # for `set_epoch`; None for an evaluation pipeline
+    return ds
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -277,10 +304,31 @@ class ArrayBatches(keras.utils.PyDataset):
             return images, labels, weights
         return images.astype(np.float32) * self._scale + self._shift, labels, weights
 
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the coming pass epoch `epoch` (0-based): its order and augmentation."""
+        self.epoch = int(epoch)
+        self._order = self._shuffled()
+
     def on_epoch_end(self):
         if self.training:
-            self.epoch += 1
-            self._order = self._shuffled()
+            self.set_epoch(self.epoch + 1)
+
+
+def set_epoch(pipeline, epoch: int) -> None:
+    """Makes a training pipeline's next pass epoch `epoch` (0-based).
+
+    Its order and augmentation are then those an uninterrupted run sees in
+    that epoch. `train.fit` calls this before every epoch, so a run resumed at
+    epoch 11 trains on epoch 11's data, not on epoch 1's again. An evaluation
+    pipeline is left as it is: it has no randomness.
+    """
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+        raise ValueError(f"`epoch` must be a non-negative integer. Received: epoch={epoch!r}")
+    if isinstance(pipeline, ArrayBatches):
+        if pipeline.training:
+            pipeline.set_epoch(epoch)
+    elif getattr(pipeline, "epoch", None) is not None:
+        pipeline.epoch.assign(int(epoch))
 
 
 def resolve_pipeline(pipeline: str = "auto") -> str:

@@ -32,7 +32,7 @@ import numpy as np
 
 from squeeze_keras import data as data_lib
 from squeeze_keras import export, fileio, runs
-from squeeze_keras.train import compile_model
+from squeeze_keras.train import EpochRandomness, compile_model
 
 SOURCE_FILE = export.SOURCE_FILE
 
@@ -218,7 +218,8 @@ def _prune(model, config, *, data, data_dir, limit, sparsity, epochs, verbose,
         compile_model(model, config, steps, epochs, steps_per_execution=1)  # masks every step
         # Batches are (images, labels, weights): padding rows weigh 0 in the loss.
         model.fit(splits.train, epochs=epochs, shuffle=False, verbose=verbose,
-                  callbacks=[MagnitudePruning(sparsity, 0, int(2 / 3 * steps * epochs))])
+                  callbacks=[EpochRandomness(splits.train),
+                             MagnitudePruning(sparsity, 0, int(2 / 3 * steps * epochs))])
         apply_magnitude_masks(model, sparsity)  # exactly the target at the end
         # Top-1 of every test image, from the raw arrays: no padding rows to weigh out.
         scores = model.predict(data_lib.normalize(splits.x_test, config.preprocessing),

@@ -59,6 +59,32 @@ class EpochStats(keras.callbacks.Callback):
             logs["lr"] = float(keras.ops.convert_to_numpy(lr))
 
 
+class EpochRandomness(keras.callbacks.Callback):
+    """Keys each epoch's random draws to the epoch's number, so a resumed run repeats none.
+
+    Before every epoch it sets the training pipeline to that epoch
+    (`data.set_epoch`: order, crops and flips) and restarts the counter of
+    every seed generator of the model (dropout; on-device augmentation) at
+    `epoch * STRIDE`, keeping each generator's own seed. `BackupAndRestore`
+    saves neither (a rebuilt pipeline starts at epoch 0, a rebuilt model's
+    seed generators at their first draw), so without this a run resumed at
+    epoch 11 would see epoch 1's order, crops and dropout masks again.
+    """
+
+    STRIDE = 2 ** 20  # draws a generator may make in one epoch (steps, not images)
+
+    def __init__(self, pipeline):
+        super().__init__()
+        self.pipeline = pipeline
+
+    def on_epoch_begin(self, epoch, logs=None):
+        data_lib.set_epoch(self.pipeline, epoch)
+        for state in self.model.variables:
+            if state.name == "seed_generator_state":
+                seed = keras.ops.convert_to_numpy(state.value)[0]
+                state.assign(np.array([seed, epoch * self.STRIDE]).astype(state.dtype))
+
+
 def make_optimizer(protocol: experiments.Protocol, steps_per_epoch: int, epochs: int,
                    scale: float = 1.0):
     """The protocol's optimizer and schedule; `scale` multiplies the learning rate (replicas)."""
@@ -133,6 +159,7 @@ def fit(model, splits: data_lib.Splits, run_dir, epochs: int, callbacks=(),
     fit_callbacks = [
         EpochStats(),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        EpochRandomness(splits.train),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.keras"), monitor="val_accuracy",

@@ -4,6 +4,8 @@ import json
 import pathlib
 
 import keras
+import numpy as np
+import pandas as pd
 import pytest
 
 from squeeze_keras import data, experiments
@@ -55,11 +57,13 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-def test_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
-    kwargs = dict(epochs=3, data="synthetic", out_dir=tmp_path, limit=128, verbose=0)
+def test_interrupted_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(tmp_path,
+                                                                                   capsys):
+    # e1: shuffled, augmented (crops, flips) and with dropout, all seeded.
+    kwargs = dict(epochs=3, data="synthetic", limit=128, verbose=0)
     with pytest.raises(KeyboardInterrupt):
-        run_experiment("baseline", callbacks=[Interrupt()], **kwargs)
-    run_dir = tmp_path / "baseline"
+        run_experiment("e1", callbacks=[Interrupt()], out_dir=tmp_path / "resumed", **kwargs)
+    run_dir = tmp_path / "resumed" / "e1"
     assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
@@ -69,13 +73,22 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, capsys):
         def on_epoch_begin(self, epoch, logs=None):
             seen.append(epoch)
 
-    result = run_experiment("baseline", callbacks=[Record()], **{**kwargs, "verbose": 2})
+    result = run_experiment("e1", callbacks=[Record()], out_dir=tmp_path / "resumed",
+                            **{**kwargs, "verbose": 2})
     assert seen == [2]  # only the missing epoch ran
     out = capsys.readouterr().out
-    assert out.startswith("Resuming baseline at epoch 3/3: epochs 1-2 were trained in an earlier")
+    assert out.startswith("Resuming e1 at epoch 3/3: epochs 1-2 were trained in an earlier")
     assert "Epoch 3/3" in out and "Epoch 1/3" not in out
     assert list(result.history["epoch"]) == [0, 1, 2]
     assert result.metrics["epochs"] == 3
+    # Epoch 3 of the resumed run saw epoch 3's order, crops, flips and dropout masks, not
+    # epoch 1's again: it ends with exactly the weights of the same run made in one go.
+    whole = run_experiment("e1", out_dir=tmp_path / "whole", **kwargs)
+    pd.testing.assert_frame_equal(result.history.drop(columns="seconds"),
+                                  whole.history.drop(columns="seconds"))
+    for resumed, one_go in zip(keras.saving.load_model(run_dir / "model.keras").get_weights(),
+                               keras.saving.load_model(whole.run_dir / "model.keras").get_weights()):
+        np.testing.assert_array_equal(resumed, one_go)
 
 
 def test_another_seed_is_a_run_of_its_own(tmp_path):
