@@ -247,7 +247,11 @@ def committed_summary(config: experiments.ExperimentConfig, runs: dict[str, RunR
 
 
 def result_line(metrics: dict) -> str:
-    """A run's result, on which split, and where it was made, in two or three lines."""
+    """A run's result, on which split, and where it was made, in two or three lines.
+
+    A run trained in sittings on several machines gives each machine's epochs
+    and median seconds per epoch, not one median over all of them.
+    """
     report = metrics.get("report_top1")
     beside = f" (report: {report:.2f} %)" if report is not None else ""
     coarse = (f", coarse (20 superclasses) top-1 {metrics['coarse_top1']:.2f} %"
@@ -258,6 +262,15 @@ def result_line(metrics: dict) -> str:
         official = metrics["official_test"]
         lines.append(f"official test split ({official['images']:,} images, not used in "
                      f"training): top-1 {official['top1']:.2f} %, top-5 {official['top5']:.2f} %")
-    lines.append(f"{metrics['epochs']} epochs, {metrics['seconds_per_epoch']} s/epoch, "
-                 f"{metrics['precision']}, {metrics['hardware']}; data: {metrics['data_source']}")
+    sittings = metrics.get("sittings")
+    if sittings and len({sitting["hardware"] for sitting in sittings}) > 1:
+        # One median over machines that differ tells nothing: each machine with its own.
+        where = "; ".join(f"epochs {s['epochs']} at {s['seconds_per_epoch']} s/epoch on "
+                          f"{s['hardware']}" for s in sittings)
+        lines.append(f"{metrics['epochs']} epochs, {metrics['precision']}: {where}; "
+                     f"data: {metrics['data_source']}")
+    else:
+        lines.append(f"{metrics['epochs']} epochs, {metrics['seconds_per_epoch']} s/epoch, "
+                     f"{metrics['precision']}, {metrics['hardware']}; data: "
+                     f"{metrics['data_source']}")
     return "\n".join(lines)

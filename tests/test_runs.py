@@ -2,13 +2,14 @@
 
 import dataclasses
 import json
+import re
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
-from squeeze_keras import experiments, runs
+from squeeze_keras import experiments, notebook, runs
 from squeeze_keras.train import run_experiment
 
 FAST = dict(limit=64, verbose=0, precision="float32")
@@ -62,6 +63,10 @@ def test_an_unfinished_run_is_not_resumed_under_another_config(tmp_path, monkeyp
     assert [(s["epochs"], s["hardware"]) for s in result.metrics["sittings"]] == [
         ("1", "machine A"), ("2-3", "machine B")]
     assert result.metrics["hardware"] == "machine A (epochs 1); machine B (epochs 2-3)"
+    # The notebooks' result line gives each machine its own speed, not one median of both.
+    line = notebook.result_line(result.metrics).splitlines()[-1]
+    assert re.search(r"epochs 1 at [\d.]+ s/epoch on machine A; epochs 2-3 at [\d.]+ s/epoch "
+                     r"on machine B; data: synthetic", line), line
     assert not (run_dir / runs.SITTINGS).exists()  # folded into metrics.json
 
 
