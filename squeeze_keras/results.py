@@ -510,7 +510,9 @@ def steps(results_dir, protocol: str = "paper", pairs=REPORT_STEPS) -> pd.DataFr
         df[col] = df[col].astype("Int64")
     for col in ("mean from", "mean to", "difference", "last-3 difference", "wobble", "ci low",
                 "ci high"):
-        df[col] = df[col].astype("Float64").round(2)
+        # Python's round, as `summary` rounds: pandas' rounds 65.265 to 65.26, Python's to 65.27.
+        df[col] = pd.array([None if v is None or pd.isna(v) else round(float(v), 2)
+                            for v in df[col]], dtype="Float64")
     return df
 
 

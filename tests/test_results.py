@@ -180,6 +180,10 @@ def test_steps_on_the_committed_runs_are_differences_of_seed_means():
     expected = [mean["e1"] - mean["baseline"], mean["e2"] - mean["e1"],
                 mean["e3"] - mean["e2"], mean["e4"] - mean["e2"]]
     assert table["difference"].tolist() == pytest.approx(expected, abs=0.01)
+    # Rounded as Table 1 rounds them: a step's means are the table's, to the last digit.
+    table1 = results.table1(COMMITTED).set_index("run")["paper mean"]
+    for _, row in table.iterrows():
+        assert (row["mean from"], row["mean to"]) == (table1[row["from"]], table1[row["to"]])
     sentences = results.step_sentences(COMMITTED)
     for (_, row), sentence in zip(table.iterrows(), sentences):
         if min(row["n from"], row["n to"]) < 2:  # an interval needs two seeds on each side
