@@ -325,8 +325,7 @@ def set_epoch(pipeline, epoch: int) -> None:
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
         raise ValueError(f"`epoch` must be a non-negative integer. Received: epoch={epoch!r}")
     if isinstance(pipeline, ArrayBatches):
-        if pipeline.training:
-            pipeline.set_epoch(epoch)
+        pipeline.set_epoch(epoch)  # an evaluation one keeps its order: it has no shuffle
     elif getattr(pipeline, "epoch", None) is not None:
         pipeline.epoch.assign(int(epoch))
 
