@@ -355,12 +355,45 @@ def list_split(root: pathlib.Path, split: str, classes: int, shown: str):
     return files, np.asarray(labels, np.int64), tuple(names)
 
 
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (a terminal IPython has no kernel)."""
+    if "ipykernel" not in sys.modules or "IPython" not in sys.modules:
+        return False
+    return getattr(sys.modules["IPython"].get_ipython(), "kernel", None) is not None
+
+
+class _ProgressLine:
+    """One line of progress redrawn in place, as Keras's `Progbar` and `tqdm.auto` do.
+
+    On a terminal each update rewrites the line on stderr after a carriage return; in a
+    notebook the line is one output updated by its display id, so the live cell shows one
+    line and a stored notebook keeps the last one, not a line per update.
+    """
+
+    def __init__(self):
+        self._notebook = _in_notebook()
+        self._handle = None
+
+    def show(self, line: str, last: bool = False) -> None:
+        """Shows `line` in place of the previous one; `last` ends the line on a terminal."""
+        if not self._notebook:
+            print(f"\r{line}", end="\n" if last else "", file=sys.stderr, flush=True)
+            return
+        import IPython.display  # loaded already: a kernel runs this
+
+        if self._handle is None:
+            self._handle = IPython.display.display({"text/plain": line}, raw=True, display_id=True)
+        else:
+            self._handle.update({"text/plain": line}, raw=True)
+
+
 def _decode(root: pathlib.Path, files: list[str], what: str) -> np.ndarray:
     """Decodes images in parallel (Pillow decodes outside the GIL), with progress for many."""
     if not files:
         return np.zeros((0, *IMAGE_SHAPE), np.uint8)
     paths = [root / f for f in files]
     show = len(paths) > PROGRESS_ABOVE
+    bar = _ProgressLine() if show else None
     images, start, shown_at = [], time.perf_counter(), 0.0
     with concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
         for i, image in enumerate(pool.map(_read_cifar_image, paths, chunksize=256), 1):
@@ -369,9 +402,8 @@ def _decode(root: pathlib.Path, files: list[str], what: str) -> np.ndarray:
             if show and (now - shown_at > 1 or i == len(paths)):
                 shown_at = now
                 done = i * 30 // len(paths)
-                print(f"\rdecoding {what}: [{'=' * done}{'.' * (30 - done)}] {i:,}/{len(paths):,} "
-                      f"images, {now:.0f} s", end="\n" if i == len(paths) else "",
-                      file=sys.stderr, flush=True)
+                bar.show(f"decoding {what}: [{'=' * done}{'.' * (30 - done)}] {i:,}/{len(paths):,} "
+                         f"images, {now:.0f} s", last=i == len(paths))
     return np.stack(images)
 
 
