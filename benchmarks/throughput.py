@@ -77,10 +77,12 @@ class StepTimer(keras.callbacks.Callback):
 
 
 class KerasBench:
-    def __init__(self, config, batch_size, precision, images=4096):
+    def __init__(self, config, batch_size, precision, images=4096, jit_compile=False):
         (x, y), _ = data.synthetic_arrays(config.classes, images, 1, seed=0)
         keras.mixed_precision.set_global_policy(precision)
         self.model = compile_model(config.build_model(), config, images // batch_size, 20)
+        # Keras leaves XLA off on CPU-only machines ("auto"); `jit_compile=True` asks for it.
+        self.model.jit_compile = jit_compile
         self.batch_size = batch_size
         self.pipeline = data.make_pipeline(x, y, preprocessing=config.preprocessing, training=True,
                                            batch_size=batch_size).repeat()
@@ -105,10 +107,15 @@ class KerasBench:
         return steps * self.batch_size / (time.perf_counter() - start)
 
 
+def torch_precision(policy: str) -> str:
+    """The PyTorch peer of a Keras policy: bfloat16 autocast for `mixed_bfloat16`, else float32."""
+    return "bfloat16" if policy == "mixed_bfloat16" else "float32"
+
+
 class TorchBench:
     """Drives benchmarks/torch_worker.py (PyTorch must not share TensorFlow's process)."""
 
-    def __init__(self, config, batch_size, python=None):
+    def __init__(self, config, batch_size, python=None, precision="float32"):
         import dataclasses
         import json
         import subprocess
@@ -119,7 +126,7 @@ class TorchBench:
             [python or sys.executable, str(pathlib.Path(__file__).with_name("torch_worker.py"))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         spec = {"model": dataclasses.asdict(config.model), "classes": config.classes,
-                "batch": batch_size, "lr": config.protocol.learning_rate}
+                "batch": batch_size, "lr": config.protocol.learning_rate, "precision": precision}
         spec["model"]["fires"] = [[n, [f["squeeze"], f["expand1x1"], f["expand3x3"]]]
                                   for n, f in spec["model"]["fires"]]
         self.proc.stdin.write(json.dumps(spec) + "\n")
@@ -138,55 +145,114 @@ class TorchBench:
         self.proc.wait()
 
 
-def bench(name, batch_size, steps, windows, precision, torch_python, warmup):
-    """One experiment's row; `torch_python`: a Python for the worker, `""` for this one, or `None`."""
+def bench(name, batch_size, steps, windows, precisions, torch_python, warmup, xla=False):
+    """One experiment's rows, one per precision; all sides of all precisions interleaved.
+
+    `torch_python`: a Python for the PyTorch worker, `""` for this one, or `None` (no
+    PyTorch side). `xla`: also time the Keras model compiled with XLA (`jit_compile=True`).
+    """
     config = experiments.get(name)
-    kb = KerasBench(config, batch_size, precision)
-    tb = None
-    if torch_python is not None:
-        tb = TorchBench(config, batch_size, torch_python or None)
-        assert tb.params == kb.model.count_params(), (tb.params, kb.model.count_params())
+    sides = {}  # (precision, side) -> images/s of `steps` steps
+    torch_benches, keras_benches = [], {}
+    for precision in precisions:
+        kb = KerasBench(config, batch_size, precision)
+        keras_benches[precision] = kb
+        sides[precision, "keras"] = kb.train
+        sides[precision, "tensor input"] = lambda n, kb=kb: kb.train(n, tensors=True)
+        if xla:
+            xb = KerasBench(config, batch_size, precision, jit_compile=True)
+            sides[precision, "keras XLA"] = xb.train
+        if torch_python is not None:
+            tb = TorchBench(config, batch_size, torch_python or None, torch_precision(precision))
+            assert tb.params == kb.model.count_params(), (tb.params, kb.model.count_params())
+            torch_benches.append(tb)
+            sides[precision, "torch"] = tb.train
+    keras.mixed_precision.set_global_policy("float32")
     # Warm-up: tracing, first allocations, kernel choice, caches; each side until steady.
-    warmed = {"keras": warm_up(kb.train, steps, *warmup),
-              "tensor input": warm_up(lambda n: kb.train(n, tensors=True), steps, *warmup),
-              "infer": warm_up(kb.infer, steps, *warmup)}
-    if tb:
-        warmed["torch"] = warm_up(tb.train, steps, *warmup)
-    for side, (count, agreed) in warmed.items():
+    warmed = {key: warm_up(measure, steps, *warmup) for key, measure in sides.items()}
+    for key in keras_benches:
+        warmed[key, "infer"] = warm_up(keras_benches[key].infer, steps, *warmup)
+    for (precision, side), (count, agreed) in warmed.items():
         if not agreed:
-            print(f"warning: {name} {side}: no two consecutive warm-up windows agreed within "
-                  f"{warmup[0]:.0%} in {count}; timing anyway", flush=True)
-    keras_ips, tensor_ips, torch_ips = [], [], []
-    for _ in range(windows):  # interleaved windows
-        keras_ips.append(kb.train(steps))
-        tensor_ips.append(kb.train(steps, tensors=True))
-        if tb:
-            torch_ips.append(tb.train(steps))
-    infer = statistics.median(kb.infer(steps) for _ in range(windows))
+            print(f"warning: {name} {precision} {side}: no two consecutive warm-up windows "
+                  f"agreed within {warmup[0]:.0%} in {count}; timing anyway", flush=True)
+    timed = {key: [] for key in sides}
+    for _ in range(windows):  # interleaved windows, every side of every precision
+        for key, measure in sides.items():
+            timed[key].append(measure(steps))
     torch_version = None
-    if tb:
+    for tb in torch_benches:
         tb.close()
         torch_version = tb.version
-    gflops = forward_gflops(kb.model)
-    ips = statistics.median(keras_ips)
-    row = {
-        "experiment": name, "device": hardware(), "precision": precision, "batch": batch_size,
-        "train img/s": round(ips, 1),
-        "train img/s (tensor input)": round(statistics.median(tensor_ips), 1),
-        "pipeline gap %": round(100 * (1 - ips / statistics.median(tensor_ips)), 1),
-        "infer img/s": round(infer, 1),
-        "s per 20-epoch run": round(20 * 50_000 / ips),
-        "fwd GFLOP/img": round(gflops, 3),
-        "train GFLOP/s": round(3 * gflops * ips, 1),  # forward + backward ~ 3x forward
+    rows = []
+    for precision, kb in keras_benches.items():
+        infer = statistics.median(kb.infer(steps) for _ in range(windows))
+        gflops = forward_gflops(kb.model)
+        ips = statistics.median(timed[precision, "keras"])
+        tensor_ips = statistics.median(timed[precision, "tensor input"])
+        row = {
+            "experiment": name, "device": hardware(), "precision": precision, "batch": batch_size,
+            "train img/s": round(ips, 1),
+            "train img/s range": f"{min(timed[precision, 'keras']):.0f}-"
+                                 f"{max(timed[precision, 'keras']):.0f}",
+            "train img/s (tensor input)": round(tensor_ips, 1),
+            "pipeline gap %": round(100 * (1 - ips / tensor_ips), 1),
+            "infer img/s": round(infer, 1),
+            "s per 20-epoch run": round(20 * 50_000 / ips),
+            "fwd GFLOP/img": round(gflops, 3),
+            "train GFLOP/s": round(3 * gflops * ips, 1),  # forward + backward ~ 3x forward
+        }
+        if xla:
+            row["train img/s (XLA)"] = round(statistics.median(timed[precision, "keras XLA"]), 1)
+        if (precision, "torch") in timed:
+            row["torch precision"] = ("bf16 autocast" if torch_precision(precision) == "bfloat16"
+                                      else "float32")
+            row["torch train img/s"] = round(statistics.median(timed[precision, "torch"]), 1)
+            row["keras/torch"] = round(ips / row["torch train img/s"], 2)
         # Warm-up windows per side, "*" where no two agreed within the tolerance.
-        "warm-up windows": " ".join(f"{side} {count}{'' if agreed else '*'}"
-                                    for side, (count, agreed) in warmed.items()),
+        row["warm-up windows"] = " ".join(
+            f"{side} {count}{'' if agreed else '*'}"
+            for (p, side), (count, agreed) in warmed.items() if p == precision)
+        rows.append(row)
+    return rows, torch_version
+
+
+def hardware_limit(repeats=5):
+    """GFLOP/s of plain TensorFlow ops in float32 and bfloat16, the ceiling for training.
+
+    A large matmul (near the matrix units' peak) and the two forward convolutions of
+    E4's Fire4 at 33x33 (expand3x3 and expand1x1: 32 -> 128 channels, batch 64), its
+    costliest layer, each through oneDNN as a `tf.function`; the best of `repeats`
+    timings after one warm-up call.
+    """
+    cases = {
+        "matmul 2048x2048x2048": (lambda dtype: (tf.random.normal((2048, 2048), dtype=dtype),
+                                                 tf.random.normal((2048, 2048), dtype=dtype)),
+                                  lambda a, b: tf.linalg.matmul(a, b), 2 * 2048 ** 3),
+        "conv 3x3 64x33x33x32 -> 128": (
+            lambda dtype: (tf.random.normal((64, 33, 33, 32), dtype=dtype),
+                           tf.random.normal((3, 3, 32, 128), dtype=dtype)),
+            lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), 2 * 64 * 33 * 33 * 128 * 9 * 32),
+        "conv 1x1 64x33x33x32 -> 128": (
+            lambda dtype: (tf.random.normal((64, 33, 33, 32), dtype=dtype),
+                           tf.random.normal((1, 1, 32, 128), dtype=dtype)),
+            lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), 2 * 64 * 33 * 33 * 128 * 32),
     }
-    if tb:
-        row["torch train img/s"] = round(statistics.median(torch_ips), 1)
-        row["keras/torch"] = round(ips / row["torch train img/s"], 2)
-    keras.mixed_precision.set_global_policy("float32")
-    return row, torch_version
+    rows = []
+    for label, (make, op, flops) in cases.items():
+        row = {"op": label}
+        for dtype in (tf.float32, tf.bfloat16):
+            args = make(dtype)
+            fn = tf.function(op)
+            fn(*args).numpy()
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn(*args).numpy()
+                best = min(best, time.perf_counter() - start)
+            row[f"{dtype.name} GFLOP/s"] = round(flops / best / 1e9, 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def markdown(df) -> str:
@@ -201,7 +267,13 @@ def main():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="training steps per timed window")
     parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--precision", nargs="+", default=["auto"],
+                        help="one or more of auto, float32, mixed_bfloat16, mixed_float16: "
+                             "every precision's sides are interleaved")
+    parser.add_argument("--xla", action="store_true",
+                        help="also time the Keras model compiled with XLA (jit_compile=True)")
+    parser.add_argument("--limit", action="store_true",
+                        help="also measure plain float32/bfloat16 matmul and convolution GFLOP/s")
     parser.add_argument("--warmup-tolerance", type=float, default=0.05,
                         help="warm up until two consecutive windows differ by at most this")
     parser.add_argument("--max-warmup-windows", type=int, default=10)
@@ -217,13 +289,15 @@ def main():
         torch_python = args.torch_python
     elif not args.no_torch and importlib.util.find_spec("torch") is not None:
         torch_python = ""  # this Python
-    precision = select_precision(args.precision)
+    precisions = list(dict.fromkeys(select_precision(p) for p in args.precision))
     rows, torch_version = [], None
     for name in args.experiments:
-        row, torch_version = bench(name, args.batch_size, args.steps, args.windows, precision,
-                                   torch_python, (args.warmup_tolerance, args.max_warmup_windows))
-        rows.append(row)
-        print(rows[-1], flush=True)
+        new, torch_version = bench(name, args.batch_size, args.steps, args.windows, precisions,
+                                   torch_python, (args.warmup_tolerance, args.max_warmup_windows),
+                                   xla=args.xla)
+        rows += new
+        for row in new:
+            print(row, flush=True)
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out / "throughput.csv", index=False)
@@ -237,6 +311,13 @@ def main():
         f"windows agree within {args.warmup_tolerance:.0%}, then {args.windows} windows of "
         f"{args.steps} steps (median)\n\n" + markdown(df) + "\n")
     print(df.to_string(index=False))
+    if args.limit:
+        limit = hardware_limit()
+        limit.to_csv(args.out / "limit.csv", index=False)
+        (args.out / "limit.md").write_text(
+            f"{hardware()}; TensorFlow {tf.__version__}; plain ops as `tf.function`, best of 5 "
+            "after a warm-up call\n\n" + markdown(limit) + "\n")
+        print(limit.to_string(index=False))
 
 
 if __name__ == "__main__":

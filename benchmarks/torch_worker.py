@@ -2,11 +2,14 @@
 
 TensorFlow and a CUDA build of PyTorch crash (segmentation fault) when both
 are imported into one process, so the benchmark drives this worker over
-stdin/stdout: one JSON line sets the model up, then each `train N` line
-answers with the images/s of N training steps. The driver warms this side up
+stdin/stdout: one JSON line sets the model up (its `precision` is `float32`, or
+`bfloat16` for `torch.autocast("cpu", dtype=torch.bfloat16)`, the mixed precision
+a PyTorch user would pick on a CPU), then each `train N` line answers with the
+images/s of N training steps. The driver warms this side up
 like the Keras side: `train N` windows until two consecutive ones agree.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -47,6 +50,15 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
     x = torch.randn(spec["batch"], 3, 32, 32)
     y = torch.randint(0, spec["classes"], (spec["batch"],))
+    precision = spec.get("precision", "float32")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"`precision` must be float32 or bfloat16. Received: precision={precision!r}")
+
+    def autocast():
+        if precision == "bfloat16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     print(json.dumps({"params": sum(p.numel() for p in model.parameters()),
                       "torch": torch.__version__, "torchvision": torchvision.__version__}),
           flush=True)
@@ -56,7 +68,9 @@ def main():
         start = time.perf_counter()
         for _ in range(steps):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
+            with autocast():
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
             opt.step()
         print(steps * spec["batch"] / (time.perf_counter() - start), flush=True)
 

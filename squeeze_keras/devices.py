@@ -20,6 +20,15 @@ CACHE_ENV = "SQUEEZE_KERAS_CACHE"
 
 
 @functools.cache
+def cpuinfo_text() -> str:
+    """The text of `/proc/cpuinfo`, or `""` where there is none (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def cpu_model() -> str:
     """The CPU's model name, with its family, model and widest vector instructions.
 
@@ -27,13 +36,11 @@ def cpu_model() -> str:
     very different speeds (a Zen 3 EPYC takes about twice as long as a Zen 4
     one), so `/proc/cpuinfo`'s family and model numbers and the widest of
     AVX2, AVX-512 and AVX-512 BF16 are added: seconds per epoch are only
-    compared between runs whose hardware line agrees.
+    compared between runs whose hardware line agrees. "AMX" is added where the
+    CPU has AMX matrix units for bfloat16 (`amx_bf16` and `amx_tile`), which
+    make `mixed_bfloat16` about twice as fast as float32 (`select_precision`).
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            return describe_cpuinfo(f.read())
-    except OSError:
-        return platform.processor() or "CPU"
+    return describe_cpuinfo(cpuinfo_text()) if cpuinfo_text() else platform.processor() or "CPU"
 
 
 def describe_cpuinfo(text: str) -> str:
@@ -46,12 +53,57 @@ def describe_cpuinfo(text: str) -> str:
     details = []
     if "cpu family" in fields and "model" in fields:
         details.append(f"family {fields['cpu family']} model {fields['model']}")
-    flags = set(fields.get("flags", "").split())
+    flags = cpu_flags(text)
     widest = next((label for flag, label in (("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"),
                                              ("avx2", "AVX2")) if flag in flags), None)
     if widest:
         details.append(widest)
+    if has_amx_bf16(flags):
+        details.append("AMX")
     return f"{name} ({', '.join(details)})" if details else name
+
+
+def cpu_flags(text: str | None = None) -> set[str]:
+    """The instruction-set flags of the first processor in `/proc/cpuinfo` (or in `text`)."""
+    if text is None:
+        text = cpuinfo_text()
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return set(value.split())
+    return set()
+
+
+def has_amx_bf16(flags: set[str]) -> bool:
+    """Whether a CPU with these flags has AMX tiles that multiply bfloat16."""
+    return {"amx_bf16", "amx_tile"} <= flags
+
+
+def cpu_precision(flags: set[str], backend: str, onednn: bool) -> str:
+    """`auto`'s choice on a CPU with `flags`, training under `backend` (oneDNN on or off).
+
+    `mixed_bfloat16` where the CPU has AMX for bfloat16 and TensorFlow runs its
+    oneDNN kernels, which use AMX; `float32` everywhere else. Measured on a
+    2-core Intel Xeon with AMX (family 6 model 167), E4 trained at 243-253
+    img/s in `mixed_bfloat16` against 110-111 in float32 (batch 64, windows
+    interleaved; `benchmarks/README.md`). Without AMX, bfloat16 is slower: on a
+    2-core Xeon with AVX-512 BF16 but no AMX, E4 trained at 93-94 img/s against
+    122-126 in float32, and on AVX2 CPUs bfloat16 is emulated (4 against 35).
+    Under JAX and PyTorch on CPUs no bfloat16 gain has been measured, so they
+    keep float32.
+    """
+    if backend == "tensorflow" and onednn and has_amx_bf16(flags):
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels: `TF_ENABLE_ONEDNN_OPTS` unless it says 0.
+
+    The command line and the notebooks' set-up cell set it to 1 before importing
+    TensorFlow; TensorFlow's own default is on for the x86 CPUs that have AMX.
+    """
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() not in ("0", "false")
 
 
 def accelerators() -> list[tuple[str, tuple[int, int] | None]]:
@@ -93,10 +145,10 @@ def select_precision(policy: str = "auto") -> str:
     """The Keras dtype policy to train under on this machine, unless `policy` names one.
 
     `auto`: `mixed_bfloat16` on TPUs and on GPUs with bfloat16 arithmetic
-    (NVIDIA compute capability 8.0 and up), `mixed_float16` on older GPUs, and
-    `float32` on CPUs. On CPUs float32 is the faster choice even where the CPU
-    has native bfloat16 (AVX-512 BF16; see the README's training-speed
-    section), and it keeps CPU results independent of the CPU model.
+    (NVIDIA compute capability 8.0 and up), `mixed_float16` on older GPUs; on
+    CPUs `mixed_bfloat16` where the CPU has AMX for bfloat16 and TensorFlow's
+    oneDNN kernels are on (about 2.2x faster there), else `float32`, the faster
+    choice even where the CPU has AVX-512 BF16 without AMX (`cpu_precision`).
     """
     if policy not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}. Received: precision={policy!r}")
@@ -104,10 +156,7 @@ def select_precision(policy: str = "auto") -> str:
         return policy
     devices = accelerators()
     if not devices:
-        # Measured (README, "Precision"): on a 2-core Xeon with AVX-512 BF16, float32 trained
-        # the baseline at 1,331-1,517 img/s against 1,156-1,349 under mixed_bfloat16 (E4:
-        # 122-126 against 93-94); on AVX2 CPUs bf16 is emulated (E4: 35 against 4 img/s).
-        return "float32"
+        return cpu_precision(cpu_flags(), keras.backend.backend(), onednn_enabled())
     if all(capability is None or capability >= (8, 0) for _, capability in devices):
         return "mixed_bfloat16"
     return "mixed_float16"
