@@ -66,14 +66,14 @@ class Protocol:
     `paper`: plain settings of a 2020 student Colab project: Adam, constant
     learning rate 1e-4, batch 64, no schedule, weight decay or label
     smoothing. Not Adam's default 1e-3: it kills the ReLU after conv10, a
-    known SqueezeNet failure (see the README).
+    known SqueezeNet failure (docs/faithful.md).
     `tuned`: AdamW (decoupled weight decay 0.05), batch 128, one epoch of
     linear warm-up to 5e-4 then cosine decay to 0, label smoothing 0.1; the
     same augmentation.
     `tuned2`: `tuned` with a four times higher peak learning rate (2e-3)
     reached over two warm-up epochs, and weight decay 0.02 so that the total
     decay over the schedule stays close to `tuned`'s: `tuned` under-fits
-    (README), so the step size is the lever tried.
+    (docs/results.md), so the step size is the lever tried.
 
     Every field is checked on construction; an invalid one raises a
     `ValueError` naming it and the value received.
