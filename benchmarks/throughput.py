@@ -37,18 +37,8 @@ import tensorflow as tf  # noqa: E402
 
 from squeeze_keras import data, experiments  # noqa: E402
 from squeeze_keras.devices import hardware, select_precision  # noqa: E402
+from squeeze_keras.model import forward_gflops  # noqa: E402
 from squeeze_keras.train import compile_model  # noqa: E402
-
-
-def forward_gflops(model) -> float:
-    """Multiply-adds of every convolution x 2, per image, in GFLOP (pooling, ReLU ignored)."""
-    flops = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            k_h, k_w, c_in, _ = layer.kernel.shape
-            flops += 2 * h * w * c_out * k_h * k_w * c_in
-    return flops / 1e9
 
 
 def warm_up(measure, steps, tolerance=0.05, max_windows=10):

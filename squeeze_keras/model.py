@@ -659,6 +659,22 @@ def table2(model: keras.Model):
     return df
 
 
+def forward_gflops(model: keras.Model) -> float:
+    """GFLOP of one image's forward pass: 2 x the multiply-adds of every convolution.
+
+    Pooling, ReLU and batch normalisation are not counted. A training step costs
+    about 3x this (forward and backward pass), so an epoch's cost on the same
+    images scales with it.
+    """
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w, c_in, _ = layer.kernel.shape
+            flops += 2 * h * w * c_out * k_h * k_w * c_in
+    return flops / 1e9
+
+
 def format_table2(df) -> str:
     """`table2(...)` as plain text, with empty cells blank (not `<NA>`)."""
     return df.astype(object).where(df.notna(), "").to_string(index=False)
