@@ -1,4 +1,4 @@
-"""Command line: `python -m squeeze_keras list | summary | train | export | prune | study | predict`."""
+"""Command line: `python -m squeeze_keras list | summary | train | queue | export | prune | study | predict`."""
 
 from __future__ import annotations
 
@@ -126,6 +126,21 @@ def _train(args):
               f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
 
 
+def _queue(args):
+    import time
+
+    from squeeze_keras.queue import run_queue
+
+    deadline = args.deadline_at
+    if args.time_limit is not None:
+        deadline = time.time() + args.time_limit
+    return run_queue(args.queue, data=args.data, out=args.out, limit=args.limit,
+                     precision=args.precision, concurrency=args.concurrency,
+                     skip_finished_in=args.skip_finished_in, deadline=deadline,
+                     reserve_s=args.reserve_s, estimate_s=args.estimate_s,
+                     dry_run=args.dry_run)
+
+
 def _export(args):
     import pandas as pd
 
@@ -218,6 +233,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                    help="1: a progress bar per epoch (default); 2: one line per epoch")
     p.set_defaults(fn=_train)
+
+    p = sub.add_parser(
+        "queue", help="train a queue file's runs, one after another, across sittings",
+        description="Train the runs of a queue file (one run a line: `experiment protocol "
+                    "seed epochs`) into --out: one at a time on a CPU, several at once where "
+                    "a GPU or TPU is visible. Started again, it skips finished runs and "
+                    "resumes the interrupted one; it first says what it will do and the time "
+                    "left. See docs/queue.md.")
+    p.add_argument("queue", help="the queue file, e.g. queue.txt")
+    p.add_argument("--data", required=True,
+                   help="the runs' data: an image folder / .tar.gz, tfds or synthetic")
+    p.add_argument("--out", type=_out_folder, default="results",
+                   help="folder of run folders (default: results)")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="the runs' --limit (a subset of each split; smoke runs)")
+    p.add_argument("--precision", default="auto",
+                   help="of new runs: auto (default), float32, mixed_float16 or mixed_bfloat16; "
+                        "an interrupted run resumes in its own")
+    p.add_argument("--concurrency", type=_positive_int, default=None,
+                   help="runs at once (default: 1 on a CPU, 4 with an accelerator)")
+    p.add_argument("--skip-finished-in", action="append", default=[], metavar="FOLDER",
+                   help="runs finished in this folder count as made (repeatable)")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                       help="stop by this many seconds from now: start no run that cannot "
+                            "finish, stop the others at their last finished epoch")
+    limit.add_argument("--deadline-at", type=float, default=None, metavar="UNIX_TIME",
+                       help="the same, as a Unix time")
+    p.add_argument("--reserve-s", type=float, default=0.0,
+                   help="seconds kept before the time limit (e.g. to pack; default 0)")
+    p.add_argument("--estimate-s", type=float, default=None,
+                   help="seconds a run with no measurement takes, for the time limit "
+                        "(default: such a run starts)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what it would do and the time it needs; train nothing")
+    p.set_defaults(fn=_queue)
 
     p = sub.add_parser("export", parents=[data], help="LiteRT export of a run in four forms, measured")
     p.add_argument("run", help="a run folder, e.g. results/e4")

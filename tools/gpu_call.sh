@@ -9,10 +9,11 @@
 #          link only): cp /work/shared/data/cifar10-jpeg.tar.gz data/
 # It runs, in order of value, until GPU_CALL_BUDGET_S seconds after its start (default 560,
 # packing included): benchmarks/gpu.py (E4 `tuned2`, Keras on JAX cold and warm against
-# PyTorch), then the queue benchmarks/gpu_queue.txt (tools/gpu_queue.py run: runs already in
-# results/ are skipped, GPU_CALL_CONCURRENCY at once, default 4). Everything that comes back
-# is flat in $OUT: gpu_call.log (this output), bench.tar.gz, runs-<k>.tar.gz, queue_state.json.
-# Back here: python tools/gpu_queue.py unpack <files_at>/*.tar.gz --data <the archive>.
+# PyTorch), then the study's queue queue.txt (python -m squeeze_keras queue, into a scratch
+# folder: runs already in results/ are skipped, GPU_CALL_CONCURRENCY at once, default 4),
+# then tools/transport.py pack. Everything that comes back is flat in $OUT: gpu_call.log (this
+# output), bench.tar.gz, runs-<k>.tar.gz, queue_state.json.
+# Back here: python tools/transport.py unpack <files_at>/*.tar.gz --data <the archive>.
 set -u -o pipefail
 START=$(date +%s)
 BUDGET=${GPU_CALL_BUDGET_S:-560}
@@ -43,14 +44,17 @@ if [[ $STAGES == *bench* ]]; then
   for side in keras keras_warm; do  # each Keras run's epochs, for the record
     for f in history.csv metrics.json; do cp $W/bench/$side/*/$f $W/bench_out/${side}_$f 2>/dev/null; done
   done
-  python3 tools/gpu_queue.py pack-bench $W/bench_out --out "$OUT"
+  python3 tools/transport.py pack-bench $W/bench_out --out "$OUT"
 fi
 
 if [[ $STAGES == *queue* ]]; then
   echo "[call] queue at +$(( $(date +%s) - START )) s, $(left) s left"
-  python3 tools/gpu_queue.py run benchmarks/gpu_queue.txt --data $ARCHIVE --out "$OUT" \
-    --work $W/queue --tmp $W/bench/tmp --cache $W/bench/cache --concurrency "$CONCURRENCY" \
-    --deadline-at $((START + BUDGET)) --estimate-s 150 || echo "[call] queue stopped (exit $?)"
+  # The benchmark's unpacked archive, decoded arrays and compiled programs serve the runs too.
+  TMPDIR=$W/bench/tmp SQUEEZE_KERAS_CACHE=$W/bench/cache JAX_COMPILATION_CACHE_DIR=$W/bench/cache/jax \
+    python3 -m squeeze_keras queue queue.txt --data $ARCHIVE --out $W/runs \
+    --skip-finished-in results --concurrency "$CONCURRENCY" --deadline-at $((START + BUDGET)) \
+    --reserve-s 40 --estimate-s 150 || echo "[call] queue stopped (exit $?)"
+  python3 tools/transport.py pack queue.txt --runs $W/runs --skip-finished-in results --out "$OUT"
 fi
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
 echo "[call] done at +$(( $(date +%s) - START )) s"
