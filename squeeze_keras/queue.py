@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import dataclasses
 import functools
 import math
@@ -330,8 +331,8 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def describe_plan(plan: list[Entry], *, here_auto: str, accelerated: bool,
-                  restart_command) -> list[str]:
+def describe_plan(plan: list[Entry], *, here_auto: str, accelerated: bool, restart_command,
+                  concurrency: int = 1) -> list[str]:
     """What the queue will do, in lines: finished, resumed, busy, left, and the time left."""
     lines = []
     finished = [e.run.name for e in plan if e.status == "finished"]
@@ -342,9 +343,9 @@ def describe_plan(plan: list[Entry], *, here_auto: str, accelerated: bool,
                          f"{e.precision}, the precision it was started with (its config.json)")
             if not accelerated and e.precision.startswith("mixed") and here_auto != e.precision:
                 lines.append(
-                    f"  warning: {e.precision} on this CPU is slow (it has no AMX for "
-                    f"bfloat16; `auto` picks {here_auto} here). To restart {e.run.name} in "
-                    f"{here_auto}, losing its {e.done} epochs: {restart_command(e, here_auto)}")
+                    f"  warning: {e.precision} is slow on this CPU (`auto` picks {here_auto} "
+                    f"here: no AMX for bfloat16). To restart {e.run.name} in {here_auto}, "
+                    f"losing its {e.done} epochs: {restart_command(e, here_auto)}")
     for e in plan:
         if e.status == "busy":
             lines.append(f"  busy: {e.run.name} ({e.holder} holds its folder): skipped, left to it")
@@ -362,9 +363,11 @@ def describe_plan(plan: list[Entry], *, here_auto: str, accelerated: bool,
         known = [e.left_s for e in left if e.left_s is not None]
         unknown = len(left) - len(known)
         if known:
-            lines.append(f"  time left: about {duration(sum(known))} of training, one run at a "
-                         "time" + (f"; {_runs(unknown)} with no measurement not counted"
-                                   if unknown else ""))
+            alone = "one run at a time" if concurrency == 1 else (
+                f"their times alone added up; {concurrency} at once share the machine")
+            lines.append(f"  time left: about {duration(sum(known))} of training, {alone}"
+                         + (f"; {_runs(unknown)} with no measurement not counted"
+                            if unknown else ""))
         else:
             lines.append("  time left: not known (no run measured on this machine yet)")
     return lines
@@ -383,8 +386,6 @@ def _request_stop(signum, frame):
 def _die_with_parent():
     """The child gets SIGTERM if the queue dies (Linux), so no orphan keeps a run's lock."""
     with contextlib.suppress(Exception):
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
@@ -499,7 +500,7 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
     _say(f"{queue_file}: {len(queue)} runs into {out}/ on {devices.hardware()}, {at_once}; "
          f"new runs in {policy}" + (" (auto)" if precision == "auto" else ""))
     for line in describe_plan(plan, here_auto=here_auto, accelerated=accelerated,
-                              restart_command=restart):
+                              restart_command=restart, concurrency=concurrency):
         print(line, flush=True)
     todo = [e for e in plan if e.status in ("new", "resume")]
     busy = [e for e in plan if e.status == "busy"]
@@ -631,7 +632,10 @@ def _report_epochs(job: _Running, running: list[_Running], todo: list[Entry] = (
         with contextlib.suppress(KeyError, ValueError):
             job.seconds.append(float(row["seconds"]))
         job.rows += 1
-        epoch = int(float(row.get("epoch", job.rows - 1))) + 1
+        try:
+            epoch = int(float(row["epoch"])) + 1
+        except (KeyError, TypeError, ValueError):  # a damaged row: count it
+            epoch = job.entry.done + len(job.seconds)
         left = [j.left_s() for j in running] + [e.left_s for e in todo]
         unknown = sum(s is None for s in left)
         queue_left = duration(sum(s for s in left if s is not None)) + " in the queue" + (

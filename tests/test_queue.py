@@ -25,6 +25,9 @@ from squeeze_keras import devices, experiments, queue, runs
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+HISTORY = "epoch,accuracy,loss,lr,seconds,top5,val_accuracy,val_loss,val_top5\n"
+
+
 def finished_run(out, experiment="baseline", protocol="paper", seed=0, epochs=3, seconds=2.0,
                  precision="float32", data="synthetic", limit=256, hardware=None, sittings=None):
     """A finished run folder as `train` writes it, without training."""
@@ -34,8 +37,8 @@ def finished_run(out, experiment="baseline", protocol="paper", seed=0, epochs=3,
     spec = runs.run_spec(config, epochs=epochs, seed=seed, data=data, limit=limit,
                          precision=precision)
     (run_dir / "config.json").write_text(json.dumps(spec))
-    (run_dir / "history.csv").write_text("epoch,accuracy,loss,seconds\n" + "".join(
-        f"{e},0.5,1.0,{seconds}\n" for e in range(epochs)))
+    (run_dir / "history.csv").write_text(HISTORY + "".join(
+        f"{e},0.5,1.0,0.001,{seconds},0.9,0.5,1.0,0.9\n" for e in range(epochs)))
     metrics = {"experiment": experiment, "protocol": protocol, "seed": seed, "epochs": epochs,
                "top1": 50.0, "top5": 90.0, "report_top1": None,
                "seconds_per_epoch": seconds, "precision": precision,
@@ -124,7 +127,30 @@ def test_the_estimate_uses_this_machines_measurements_then_training_flops(tmp_pa
         "mixed_bfloat16)", "  time left: not known (no run measured on this machine yet)"]
 
 
-# ---------------------------------------------------------------- running, with a stand-in for `train`
+def test_a_run_started_in_bfloat16_resumes_in_it_with_a_warning_where_that_is_slow(tmp_path):
+    out = tmp_path / "out"
+    run_dir = finished_run(out, "e4", seed=1, epochs=20, precision="mixed_bfloat16")
+    (run_dir / "metrics.json").unlink()  # 20 epochs planned, 3 trained
+    (run_dir / "history.csv").write_text(
+        "".join((run_dir / "history.csv").read_text().splitlines(keepends=True)[:4]))
+    (plan,) = queue.make_plan(queue.parse_queue("e4 paper 1 20\n"), out, data="synthetic",
+                              limit=256, precision="float32")
+    assert (plan.status, plan.done, plan.precision) == ("resume", 3, "mixed_bfloat16")
+    lines = queue.describe_plan([plan], here_auto="float32", accelerated=False,
+                                restart_command=lambda e, p: f"RESTART {e.run.name} {p}")
+    assert lines[1] == ("  resumes e4_seed1 at epoch 4/20 in mixed_bfloat16, the precision it "
+                        "was started with (its config.json)")
+    assert lines[2].startswith("  warning: mixed_bfloat16 is slow on this CPU (`auto` picks "
+                               "float32 here")
+    assert lines[2].endswith("losing its 3 epochs: RESTART e4_seed1 float32")
+    # Where `auto` picks bfloat16 itself (AMX), or on a GPU: no warning.
+    for here, accelerated in (("mixed_bfloat16", False), ("float32", True)):
+        lines = queue.describe_plan([plan], here_auto=here, accelerated=accelerated,
+                                    restart_command=None)
+        assert not any("warning" in line for line in lines)
+
+
+# ---------------------------------------------------------------- running, with a stand-in train
 
 
 FAKE_TRAIN = '''
@@ -144,12 +170,12 @@ if name in os.environ.get("FAKE_FAIL", "").split():
 (run / "config.json").write_text(json.dumps({"precision": opts["--precision"]}))
 history = run / "history.csv"
 if not history.exists():
-    history.write_text("epoch,accuracy,seconds,val_accuracy\\n")
+    history.write_text("epoch,accuracy,loss,lr,seconds,top5,val_accuracy,val_loss,val_top5\\n")
 try:
     for epoch in range(len(history.read_text().splitlines()) - 1, int(opts["--epochs"])):
         time.sleep(float(os.environ["FAKE_SECONDS"]))
         with open(history, "a") as f:
-            f.write(f"{epoch},0.5,{os.environ['FAKE_SECONDS']},0.25\\n")
+            f.write(f"{epoch},0.5,1.0,0.001,{os.environ['FAKE_SECONDS']},0.9,0.25,1.0,0.9\\n")
 except KeyboardInterrupt:
     sys.exit(130)
 (run / "metrics.json").write_text(json.dumps({
