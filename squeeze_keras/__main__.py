@@ -305,9 +305,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "predict", help="classify image files (top classes and probabilities)",
-        description="Classify PNG or JPEG files of any size: each is made RGB (grayscale "
-                    "replicated, transparency composited onto white), centre-cropped to a "
-                    "square and resized to 32x32 with Pillow's antialiased bicubic filter. "
+        description="Classify PNG or JPEG files of any size, read as training reads images "
+                    "(docs/model.md): each is turned as its EXIF orientation says, made RGB "
+                    "(grayscale replicated, transparency composited onto white, 16-bit "
+                    "grayscale scaled to 8 bits), centre-cropped to a square and resized to "
+                    "32x32 with Pillow's antialiased bicubic filter. "
                     "One line per image; a file that cannot be read is an error line, the "
                     "others are still classified, and the exit code is 1.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG)")

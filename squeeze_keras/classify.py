@@ -1,11 +1,14 @@
 """Classifying image files: reading and resizing them, and the three kinds of model that can do it.
 
 What `python -m squeeze_keras predict` does. An image file of any size is
-read with Pillow (PNG and JPEG; anything else Pillow reads too), made RGB
-(grayscale replicated to three channels, transparency composited onto
-white), cropped to its largest centred square, and resized to 32x32 with
-Pillow's bicubic filter, which averages over the source pixels when it
-shrinks (antialiased). The model is one of:
+read by the training loader's reader (`sources.read_image`, Pillow: PNG and
+JPEG, anything else Pillow reads too): turned as its EXIF orientation says,
+made RGB (grayscale replicated to three channels, transparency composited
+onto white, 16-bit grayscale scaled to 8 bits; 32-bit integer or float
+pixels and images over Pillow's size limit refused), then cropped to its
+largest centred square and resized to 32x32 with Pillow's bicubic filter,
+which averages over the source pixels when it shrinks (antialiased).
+`docs/model.md` gives the rules. The model is one of:
 
 - named weights that ship with the package (`"cifar10"`), with
   `pretrained.preprocess_input`;
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -32,40 +34,30 @@ import numpy as np
 
 from squeeze_keras import classes as classes_lib
 from squeeze_keras import data as data_lib
-from squeeze_keras import pretrained, runs
+from squeeze_keras import pretrained, runs, sources
 from squeeze_keras.model import SqueezeNet
+from squeeze_keras.sources import ImageError
 
 IMAGE_SIZE = 32
 RESIZE_METHOD = ("centre-cropped to a square, then resized to 32x32 with Pillow's bicubic "
                  "filter (antialiased); grayscale made RGB, transparency composited onto white")
 
 
-class ImageError(ValueError):
-    """An image file that cannot be classified: missing, a folder, or not an image."""
-
-
 def read_image(path) -> np.ndarray:
     """An image file as a 32x32 RGB uint8 array (see the module doc for how it is resized).
 
-    Raises:
-        ImageError: the file does not exist, is a folder, or is not an image.
-    """
-    from PIL import Image, UnidentifiedImageError
+    Read by the training loader's reader (`sources.read_image`: EXIF
+    orientation, transparency, 16-bit and 32-bit images alike), then cropped
+    and resized.
 
-    path = pathlib.Path(path)
-    if path.is_dir():
-        raise ImageError("a directory, not an image file")
-    if not path.exists():
-        raise ImageError("no such file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-            image = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageError(f"not an image that Pillow can read ({err})") from None
+    Raises:
+        ImageError: the file does not exist, is a folder, is not an image, or
+            is one `sources.read_image` refuses (32-bit pixels, over Pillow's
+            size limit).
+    """
+    from PIL import Image
+
+    image = Image.fromarray(sources.read_image(path))
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -141,7 +133,7 @@ def _from_tflite(path: pathlib.Path) -> Classifier:
     run_dir = next((p for p in (path.parent, path.parent.parent) if (p / "config.json").is_file()),
                    None)
     if run_dir is not None:
-        config = runs.config_from_dict(json.loads((run_dir / "config.json").read_text())["experiment"])
+        config = runs.stored_config(run_dir)  # a config.json it cannot read is named
         preprocessing, dataset, origin = config.preprocessing, config.dataset, f"run {run_dir.name}"
     else:
         info = pretrained.weights_info("cifar10")
@@ -191,7 +183,7 @@ def classify_files(paths, classifier: Classifier, top: int = 5) -> list[dict]:
             readable.append(len(results))
             results.append({"image": str(path)})
         except ImageError as err:
-            results.append({"image": str(path), "error": str(err)})
+            results.append({"image": str(path), "error": err.reason})
     if images:
         probabilities = classifier.predict(np.stack(images))
         for index, decoded in zip(readable, pretrained.decode_predictions(probabilities, top)):

@@ -197,34 +197,58 @@ def synthetic_arrays(classes=10, train_size=2000, test_size=500, seed=0):
 # ---------------------------------------------------------------- image folders
 
 
-def read_image(path) -> np.ndarray:
-    """One image file as a uint8 RGB array; 16-bit images are scaled, not clipped.
+class ImageError(DataError):
+    """An image file that cannot be read; `reason` says why without naming the file."""
 
-    Palette, grayscale and alpha images become RGB (alpha dropped). PIL's
-    32-bit integer and float modes are refused by name: their value range is
-    not knowable from the file.
+    def __init__(self, path, reason: str):
+        super().__init__(f"Image {path}: {reason}")
+        self.path, self.reason = pathlib.Path(path), reason
+
+
+def read_image(path) -> np.ndarray:
+    """One image file as a uint8 RGB array of its own size: the reader of training and `predict`.
+
+    The EXIF orientation is applied (the image as a viewer shows it); palette,
+    grayscale and CMYK images become RGB; transparency is composited onto
+    white; 16-bit grayscale is scaled to 8 bits (0..65535 -> 0..255), not
+    clipped. PIL's 32-bit integer and float modes are refused by name: their
+    value range is not knowable from the file. So is an image over Pillow's
+    size limit (`PIL.Image.MAX_IMAGE_PIXELS` twice over: a possible
+    decompression bomb).
+
+    Raises:
+        ImageError: the file is missing, a folder, not an image, or one of the above.
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ImageError(path, "a directory, not an image file")
+    if not path.exists():
+        raise ImageError(path, "no such file")
     try:
         with Image.open(path) as image:
-            mode = image.mode
-            if mode.startswith("I;16"):
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I;16"):
                 wide = np.asarray(image).astype(np.uint32)
                 gray = ((wide * 255 + 32767) // 65535).astype(np.uint8)  # 0..65535 -> 0..255
-                array = np.repeat(gray[..., None], 3, axis=-1)
-            elif mode in ("I", "F"):
-                raise DataError(
-                    f"Image {path} has PIL mode {mode!r} (32-bit {'integer' if mode == 'I' else 'float'} "
-                    "pixels); convert it to 8- or 16-bit RGB or grayscale PNG/JPEG.")
-            else:
-                array = np.asarray(image.convert("RGB"))
-    except DataError:
+                return np.repeat(gray[..., None], 3, axis=-1)
+            if image.mode in ("I", "F"):
+                kind = "integer" if image.mode == "I" else "float"
+                raise ImageError(
+                    path, f"32-bit {kind} pixels (PIL mode {image.mode!r}), whose range the file "
+                    "does not say; convert it to 8- or 16-bit RGB or grayscale PNG/JPEG.")
+            if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+            return np.asarray(image.convert("RGB"))
+    except ImageError:
         raise
+    except Image.DecompressionBombError as err:
+        raise ImageError(path, f"over Pillow's size limit ({err}); scale it down first, e.g. "
+                               "to at most 4,000 pixels a side.") from None
     except Exception as err:  # PIL raises several types for bad files
-        raise DataError(f"Cannot read image {path}: {err}") from err
-    return array
+        raise ImageError(path, f"not an image that Pillow can read ({err})") from None
 
 
 def _read_cifar_image(path: pathlib.Path) -> np.ndarray:

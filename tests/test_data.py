@@ -669,5 +669,5 @@ def test_other_image_modes_are_converted_with_their_range(tmp_path, mode):
 def test_a_32_bit_image_is_refused_by_name(tmp_path):
     path = tmp_path / "wide.png"  # a TIFF under a PNG name: Pillow goes by content
     Image.fromarray(np.full((32, 32), 7, np.int32)).save(path, format="TIFF")
-    with pytest.raises(data.DataError, match="wide.png has PIL mode 'I'"):
+    with pytest.raises(data.DataError, match=r"wide.png: 32-bit integer pixels \(PIL mode 'I'\)"):
         sources.read_image(path)
