@@ -150,13 +150,20 @@ def source_identity(source, data_dir=None) -> dict:
 
 
 def file_digest(path) -> str:
-    """The first 16 hex digits of a file's SHA-256 (cached per path, size and mtime)."""
+    """The first 16 hex digits of a file's SHA-256, cached per path and file state.
+
+    The state is the size, modification and change times (ns), device and
+    inode: a file replaced at the same path (a new inode) or rewritten in place
+    (a new change time, which no user can set back) is read again even when its
+    size and modification time are the old ones.
+    """
     stat = os.stat(path)
-    return _file_digest(os.fspath(path), stat.st_size, stat.st_mtime)
+    return _file_digest(os.fspath(path), (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns,
+                                          stat.st_dev, stat.st_ino))
 
 
 @functools.cache
-def _file_digest(path: str, size: int, mtime: float) -> str:
+def _file_digest(path: str, state: tuple) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -671,3 +671,40 @@ def test_a_32_bit_image_is_refused_by_name(tmp_path):
     Image.fromarray(np.full((32, 32), 7, np.int32)).save(path, format="TIFF")
     with pytest.raises(data.DataError, match=r"wide.png: 32-bit integer pixels \(PIL mode 'I'\)"):
         sources.read_image(path)
+
+
+def test_an_archive_replaced_with_the_same_size_and_time_is_new_data_in_one_process(
+        tmp_path, temp_dir):
+    """Issue #36, case 8: in one process (a notebook), a replaced archive is read again."""
+    import os
+    import tarfile
+
+    from squeeze_keras import runs
+
+    def archive(seed):  # uncompressed PNGs in an uncompressed tar: the size is the same for any seed
+        root = tmp_path / f"src{seed}"
+        rng = np.random.default_rng(seed)
+        for split in ("train", "test"):
+            for label in range(10):
+                (root / split / f"c{label}").mkdir(parents=True)
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / split / f"c{label}" / "0.png", compress_level=0)
+        with tarfile.open(tmp_path / f"{seed}.tar", "w") as tar:
+            tar.add(root, arcname="mini")
+        return (tmp_path / f"{seed}.tar").read_bytes()
+
+    first, second = archive(0), archive(1)
+    assert len(first) == len(second) and first != second
+    path = tmp_path / "cifar.tar"
+    path.write_bytes(first)
+    old_images = data.load("cifar10", str(path), batch_size=8).x_train
+    old_digest = runs.data_identity(str(path))["digest"]  # what config.json records
+    before = path.stat()
+    path.write_bytes(second)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert runs.data_identity(str(path))["digest"] != old_digest
+    new_images = data.load("cifar10", str(path), batch_size=8).x_train
+    assert not np.array_equal(new_images, old_images)
+    first_image = np.asarray(Image.open(tmp_path / "src1" / "train" / "c0" / "0.png"))
+    np.testing.assert_array_equal(new_images[0], first_image)
