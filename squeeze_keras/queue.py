@@ -497,7 +497,7 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
         return "python -m squeeze_keras train " + shlex.join(words)
 
     at_once = "one run at a time" if concurrency == 1 else f"{concurrency} runs at once"
-    _say(f"{queue_file}: {len(queue)} runs into {out}/ on {devices.hardware()}, {at_once}; "
+    _say(f"{queue_file}: {_runs(len(queue))} into {out}/ on {devices.hardware()}, {at_once}; "
          f"new runs in {policy}" + (" (auto)" if precision == "auto" else ""))
     for line in describe_plan(plan, here_auto=here_auto, accelerated=accelerated,
                               restart_command=restart, concurrency=concurrency):
