@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import sys
@@ -26,15 +27,15 @@ BACKENDS = ("tensorflow", "jax", "torch")
 # ---------------------------------------------------------------- argument types
 
 
-def _int_at_least(minimum: int, words: str):
-    """An argparse type: an integer >= `minimum`, refused in `words` otherwise."""
+def _int_at_least(minimum: int, words: str, maximum: int | None = None):
+    """An argparse type: an integer >= `minimum` (<= `maximum`), refused in `words` otherwise."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = None
-        if value is None or value < minimum:
+        if value is None or value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"must be {words}, got {text}")
         return value
 
@@ -42,7 +43,8 @@ def _int_at_least(minimum: int, words: str):
 
 
 _positive_int = _int_at_least(1, "a positive integer")
-_seed = _int_at_least(0, "a non-negative integer")
+# NumPy's global seed (`keras.utils.set_random_seed`) takes 0 .. 2**32 - 1.
+_seed = _int_at_least(0, f"an integer from 0 to {2**32 - 1} (2**32 - 1)", maximum=2**32 - 1)
 
 
 def _fraction(text: str) -> float:
@@ -325,20 +327,63 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _backend_missing(err: ImportError) -> str | None:
-    backend = os.environ.get("KERAS_BACKEND")
-    if backend and err.name and err.name.split(".")[0] == backend:
+def _keras_config_file() -> pathlib.Path:
+    """The `keras.json` Keras reads when imported: in `$KERAS_HOME`, else in `~/.keras`
+    (`/tmp/.keras` where the home folder is not writable)."""
+    if "KERAS_HOME" in os.environ:
+        folder = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    return pathlib.Path(os.path.expanduser(os.path.join(folder, "keras.json")))
+
+
+def _chosen_backend() -> tuple[str, pathlib.Path | None]:
+    """The Keras backend Keras will load, and the `keras.json` that names it (`None`: not one).
+
+    As Keras decides: `KERAS_BACKEND` unless empty (Keras ignores an empty
+    one), else the `"backend"` of `keras.json`, else TensorFlow.
+    """
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"], None
+    file = _keras_config_file()
+    try:
+        backend = json.loads(file.read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):  # Keras ignores an unreadable file too
+        backend = None
+    return (backend, file) if isinstance(backend, str) else ("tensorflow", None)
+
+
+def _backend_missing(err: ImportError | None = None) -> str | None:
+    """Why the chosen backend cannot load: its package is not installed (or `err` says so)."""
+    backend, file = _chosen_backend()
+    if backend not in BACKENDS:
+        return None
+    if err is None:
+        missing = importlib.util.find_spec(backend) is None
+    else:
+        missing = bool(err.name) and err.name.split(".")[0] == backend
+    if not missing:
+        return None
+    if file is None:
         return (f"KERAS_BACKEND={backend} but the {backend!r} package is not installed: "
                 f"install it (pip install {backend}) or unset KERAS_BACKEND.")
-    return None
+    return (f"{file} sets the Keras backend to {backend!r} but the {backend!r} package is not "
+            f"installed: install it (pip install {backend}), change its \"backend\", or set "
+            "KERAS_BACKEND=tensorflow.")
 
 
 def _backend_unusable() -> str | None:
-    backend = os.environ.get("KERAS_BACKEND")
-    if backend is None or backend in BACKENDS:
-        return None
-    return (f"KERAS_BACKEND={backend} is not a backend this package trains under: set it to "
-            f"one of {', '.join(BACKENDS)}, or unset it (TensorFlow).")
+    """Why the Keras backend this process would get cannot train, before Keras is imported."""
+    backend, file = _chosen_backend()
+    if backend in BACKENDS:
+        return _backend_missing()
+    if file is None:
+        return (f"KERAS_BACKEND={backend} is not a backend this package trains under: set it to "
+                f"one of {', '.join(BACKENDS)}, or unset it (TensorFlow).")
+    return (f"{file} sets the Keras backend to {backend!r}, not a backend this package trains "
+            f"under: set its \"backend\" to one of {', '.join(BACKENDS)}, or set "
+            "KERAS_BACKEND=tensorflow.")
 
 
 def _import_tensorflow_quietly() -> None:
@@ -365,14 +410,14 @@ def _needs_tensorflow(args) -> bool:
     # `list` reads only the registry; under another Keras backend only export and prune do.
     if args.command == "list":
         return False
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    return backend == "tensorflow" or args.command in ("export", "prune")
+    return _chosen_backend()[0] == "tensorflow" or args.command in ("export", "prune")
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    message = _backend_unusable()
-    if message is not None:  # before Keras is imported, which fails on it with a traceback
+    # Before Keras is imported, which fails on these with a traceback; `list` needs no backend.
+    message = None if args.command == "list" else _backend_unusable()
+    if message is not None:
         print(f"error: {message}", file=sys.stderr)
         return 2
     if _needs_tensorflow(args):

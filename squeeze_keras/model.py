@@ -12,6 +12,7 @@ parameters and <0.5MB model size" (2016); torchvision.models.squeezenet.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -38,6 +39,22 @@ class _Keras:
 keras = _Keras()
 
 BYPASS_TYPES = ("simple", "complex")
+
+
+@contextlib.contextmanager
+def channels_last():
+    """Keras's image data format set to `channels_last` for a block (or a decorated function).
+
+    A user's `~/.keras/keras.json` may say `channels_first`, which every
+    Conv2D, pooling and padding layer would otherwise follow: the package's
+    models, pipelines and weights are NHWC, whatever that file says.
+    """
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_last")
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(previous)
 
 
 def _check_positive(**kwargs):
@@ -274,6 +291,7 @@ def _conv_relu(x, filters, kernel, name, batch_norm, **conv_kwargs):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
+@channels_last()
 def fire_module(x, fire: Fire, name: str, *, batch_norm=False, bypass=None):
     """Applies a Fire module, naming each layer `{name}_squeeze1x1` etc.
 
@@ -346,6 +364,7 @@ def _edge_pad(x, pad_h: int, pad_w: int, name: str):
     return x
 
 
+@channels_last()
 def max_pool_ceil(x, pool_size: int, strides: int, name: str, *, nonnegative=True):
     """Max-pool with PyTorch `ceil_mode=True` semantics.
 
@@ -554,6 +573,7 @@ def SqueezeNet(
     return trunk
 
 
+@channels_last()
 def _build(arch, include_top, input_shape, classes, pooling, classifier_activation, name):
     """The `SqueezeNet` graph of `arch`, freshly initialised; the arguments are checked."""
     inputs = keras.Input(shape=input_shape, name="input")
