@@ -122,6 +122,47 @@ def make_loss(config: experiments.ExperimentConfig):
                                       name="smoothed_crossentropy")
 
 
+def top_k_hits(y_true, y_pred, k: int = 5):
+    """1.0 for each row whose true class is in the top `k` with every tie counted against it.
+
+    The true class `t` is a hit when fewer than `k` other classes score at
+    least as high as it (`s[j] >= s[t]`, j != t): it must be in the top `k`
+    even when each class tied with it is ranked above it. A NaN score counts
+    against it as well. Keras's `SparseTopKCategoricalAccuracy` counts a tie
+    as a hit instead (fewer than `k` classes strictly above), so a model whose
+    scores for several classes are equal (a dead class channel) gets top-5
+    hits it never ranked.
+
+    Args:
+        y_true: integer labels, shape `(n,)` or `(n, 1)`.
+        y_pred: scores (probabilities or logits), shape `(n, classes)`.
+        k: how many places count. Defaults to `5`.
+
+    Returns:
+        A float32 tensor `(n,)` of 1.0 (hit) and 0.0 (miss).
+    """
+    ops = keras.ops
+    labels = ops.cast(ops.reshape(y_true, [-1]), "int32")
+    scores = ops.cast(y_pred, "float32")
+    true_score = ops.take_along_axis(scores, labels[:, None], axis=-1)
+    at_least = ops.logical_not(ops.less(scores, true_score))  # >=, and True where NaN
+    others = ops.logical_not(ops.cast(ops.one_hot(labels, ops.shape(scores)[-1]), "bool"))
+    rivals = ops.sum(ops.cast(ops.logical_and(at_least, others), "int32"), axis=-1)
+    return ops.cast(ops.less(rivals, k), "float32")
+
+
+@keras.saving.register_keras_serializable(package="squeeze_keras")
+class TopKNoTies(keras.metrics.MeanMetricWrapper):
+    """Sparse top-`k` accuracy with ties counted as misses (`top_k_hits`)."""
+
+    def __init__(self, k: int = 5, name: str = "top5", dtype=None):
+        super().__init__(top_k_hits, name=name, dtype=dtype, k=k)
+        self.k = k
+
+    def get_config(self):
+        return {"k": self.k, "name": self.name, "dtype": self.dtype}
+
+
 def compile_model(model, config: experiments.ExperimentConfig, steps_per_epoch: int,
                   epochs: int, scale: float = 1.0, steps_per_execution: int | None = None):
     """Compiles with the protocol's optimizer and loss, and stable metric names.
@@ -141,7 +182,7 @@ def compile_model(model, config: experiments.ExperimentConfig, steps_per_epoch: 
         # Weighted, so that the zero-weight padding of a last batch never counts.
         weighted_metrics=[
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-            keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+            TopKNoTies(k=5, name="top5"),  # a class tied with the true one counts against it
         ],
     )
     return model
@@ -251,9 +292,18 @@ def _now() -> str:
 
 
 def topk_accuracy(probabilities, labels, k: int = 1) -> float:
-    """Percentage of rows whose label is among the `k` highest scores (ties: lowest index first)."""
-    top = np.argsort(-np.asarray(probabilities), axis=-1, kind="stable")[:, :k]
-    return round(100 * float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=-1))), 2)
+    """Percentage of rows whose label is among the `k` highest scores, rounded to 0.01.
+
+    Top-1 is the arg-max's (a tie goes to the lowest class index), as Keras's
+    accuracy metric counts it; for `k` > 1 a tie counts against the true class
+    (`top_k_hits`).
+    """
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels).reshape(-1)
+    if k == 1:
+        hits = np.argmax(probabilities, axis=-1) == labels
+    else:
+        hits = keras.ops.convert_to_numpy(top_k_hits(labels, probabilities, k))
+    return round(100 * float(np.mean(hits)), 2)
 
 
 def evaluation_extras(model, config, splits, batch_size: int) -> dict:
