@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib.util
 import json
 import os
 import pathlib
+import signal
 import sys
+import threading
 
 # Set before TensorFlow is first imported: its C++ start-up chatter (CUDA
 # probes, CPU flags, and "failed call to cuInit", an error-level line, on a
@@ -121,11 +125,14 @@ def _train(args):
                 "finished": "already finished, not retrained",
                 "rebuilt": f"already finished, not retrained; its metrics.json was "
                            f"{m.get('rebuilt', {}).get('was', 'missing')} and is rebuilt from "
-                           "history.csv and model.keras"}[result.status]
+                           f"{' and '.join(m.get('rebuilt', {}).get('from', ['model.keras']))}"
+                }[result.status]
         on = m.get("evaluation", "test")
+        # None where history.csv lost every row (a rebuilt run).
+        speed = m["seconds_per_epoch"] if m["seconds_per_epoch"] is not None else "?"
         print(f"{m['experiment']} ({m['protocol']}, seed {m['seed']}): {done}. "
               f"Top-1 {m['top1']:.2f} % on {on} (report {m['report_top1']}), {m['epochs']} epochs, "
-              f"{m['seconds_per_epoch']} s/epoch on {m['hardware']} -> {result.run_dir}")
+              f"{speed} s/epoch on {m['hardware']} -> {result.run_dir}")
 
 
 def _queue(args):
@@ -423,7 +430,8 @@ def main(argv=None) -> int:
     if _needs_tensorflow(args):
         _import_tensorflow_quietly()
     try:
-        return _run(args)
+        with _sigterm_as_ctrl_c():
+            return _run(args)
     except ImportError as err:  # e.g. KERAS_BACKEND=jax without JAX installed
         message = _backend_missing(err)
         if message is None:
@@ -432,15 +440,44 @@ def main(argv=None) -> int:
         return 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, `timeout`, `kill`), handled as Ctrl-C is."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """While the block runs, SIGTERM raises `Terminated`: a run stops at its last finished
+    epoch, and an overwritten run is put back, as on Ctrl-C (by default SIGTERM ends the
+    process at once, leaving an overwritten run in `.replaced/`)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach it only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _train_hint(args) -> str:
+    return OVERWRITE_HINT if args.overwrite else RESUME_HINT
+
+
 def _run(args) -> int:
     # DataError is a ValueError and RunFolderError a FileExistsError: caught below without
     # importing their modules, which load Keras (and TensorFlow) before `list` needs neither.
     try:
         status = args.fn(args)
-    except KeyboardInterrupt:
-        hint = ""
-        if args.command == "train":
-            hint = f": {OVERWRITE_HINT if args.overwrite else RESUME_HINT}"
+    except KeyboardInterrupt as err:
+        hint = f": {_train_hint(args)}" if args.command == "train" else ""
+        if isinstance(err, Terminated):
+            print(f"\nterminated (SIGTERM){hint}.", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"\ninterrupted{hint}.", file=sys.stderr)
         return 130
     except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError) as err:
@@ -451,9 +488,20 @@ def _run(args) -> int:
         print(f"error: cannot write into {where} (permission denied); choose another --out.",
               file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = err.filename or "the output folder"
+        then = _train_hint(args) if args.command == "train" else "run the same command again"
+        print(f"error: no space left on the disk of {where}: free some space there, then {then}.",
+              file=sys.stderr)
+        return 2
     except Exception as err:
         if type(err).__name__ == "PapermillExecutionError":
             return 1  # run_study has said which notebook and cell failed
+        if type(err).__name__ == "TrainingStoppedError":  # says what is kept and the ways out
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         raise
     return status or 0
 

@@ -3,11 +3,11 @@
 A run folder `<out>/<experiment>[_<protocol>][_seed<k>]` holds `config.json`
 (everything the run was made with: the experiment's full config, epochs,
 seed, data identity, subset limit, precision), `history.csv`, `metrics.json`
-and `model.keras`; while training, `backup/` (resume state),
-`checkpoints/` and `sittings.json` (which machine trained from which epoch,
-folded into `metrics.json` when the run finishes); after export or pruning,
-derived folders (`litert/`, `pruned*/`) that belong to the model they were
-made from.
+and `model.keras`; while training, `backup/` (the resume state: the last
+epoch's and the one before, `ResumeState`), `checkpoints/` and
+`sittings.json` (which machine trained from which epoch, folded into
+`metrics.json` when the run finishes); after export or pruning, derived
+folders (`litert/`, `pruned*/`) that belong to the model they were made from.
 
 The rule: a folder is only ever continued by the same run. Before anything
 is trained, the stored `config.json` is compared field by field with the
@@ -16,18 +16,23 @@ resumes, and any difference is refused with the fields, their stored and
 requested values and the ways out named. With `overwrite`, nothing is
 removed until the new run's data have passed their checks; the old run is
 then moved aside (`.replaced/`) and removed once the new run has finished an
-epoch, or put back if it fails before. A finished run whose `metrics.json`
-is missing or unreadable is never retrained: its metrics are rebuilt from
-`history.csv` and `model.keras` (`"rebuild"`). A lock keeps a second process
-out of a folder in use.
+epoch, or put back if it fails before. A finished run (one with
+`model.keras`) whose `metrics.json` is missing, unreadable or incomplete is
+never retrained: its metrics are rebuilt from `model.keras` and what
+`history.csv` still holds (`"rebuild"`). A lock keeps a second process out of
+a folder in use. What survives which interruption: docs/resume.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
+import errno
 import hashlib
+import io
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -35,15 +40,22 @@ import statistics
 import typing
 
 import keras
+import numpy as np
 import pandas as pd
 
 from squeeze_keras import experiments
 from squeeze_keras import data as data_lib
 from squeeze_keras import fileio, sources
 
-TRAINING_STATE = ("history.csv", "metrics.json", "model.keras", "backup", "checkpoints")
+BACKUP = "backup"  # the resume state of an unfinished run (`ResumeState`)
+DAMAGED_HISTORY = "history.csv.damaged"  # what a resumed run could not read of history.csv
+TRAINING_STATE = ("history.csv", "metrics.json", "model.keras", BACKUP, "checkpoints",
+                  DAMAGED_HISTORY)
 REPLACED = ".replaced"  # an overwritten run, kept until the new one has finished an epoch
 SITTINGS = "sittings.json"  # the machines of an unfinished run, one entry per (re)start
+
+
+SPEC_KEYS = ("experiment", "epochs", "seed", "data", "limit", "precision")  # of config.json
 
 
 class RunFolderError(FileExistsError):
@@ -427,14 +439,17 @@ def record_sitting(run_dir, first_epoch: int, hardware: str, started: str) -> li
 def sittings_summary(sittings: list[dict], seconds) -> list[dict]:
     """Each sitting's epochs (`"1-10"`, or `"11"`), machine and median seconds per epoch.
 
-    `seconds` is the `seconds` column of the finished run's history, epoch 1 first.
+    `seconds` holds each epoch's seconds, epoch 1 first (`None` where
+    `history.csv` lost the epoch's row).
     """
     seconds = list(seconds)
     out = []
     for i, sitting in enumerate(sittings):
         first = int(sitting["first_epoch"])
         last = int(sittings[i + 1]["first_epoch"]) - 1 if i + 1 < len(sittings) else len(seconds)
-        own = seconds[first - 1:last]
+        if last < first:
+            continue  # a sitting that only evaluated (killed after the last epoch's state)
+        own = [s for s in seconds[first - 1:last] if s is not None and math.isfinite(s)]
         out.append({"epochs": f"{first}-{last}" if last > first else f"{first}",
                     "hardware": sitting["hardware"],
                     "seconds_per_epoch": round(statistics.median(own), 1) if own else None})
@@ -442,20 +457,305 @@ def sittings_summary(sittings: list[dict], seconds) -> list[dict]:
 
 
 def logged_epochs(run_dir) -> int:
-    """Epochs `history.csv` records (0 if it is absent, empty or unreadable)."""
-    try:
-        return int(pd.read_csv(pathlib.Path(run_dir) / "history.csv")["epoch"].nunique())
-    except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        return 0
+    """Epochs `history.csv` records in readable rows (0 if it is absent, empty or unreadable)."""
+    return len(history_rows(run_dir)[0])
+
+
+# What a finished run's metrics.json holds at the least (every version has written these).
+METRICS_KEYS = ("experiment", "protocol", "seed", "epochs", "top1", "top5", "hardware",
+                "seconds_per_epoch", "report_top1")
 
 
 def read_metrics(run_dir) -> dict | None:
-    """`metrics.json` of a run folder, or `None` if it is missing or unreadable."""
+    """`metrics.json` of a run folder, or `None` if it is missing, unreadable or incomplete.
+
+    Incomplete: not an object, without one of `METRICS_KEYS`, or without a
+    finite `top1` (`{}` or `"top1": null` left by a hand edit or another tool).
+    """
     try:
         metrics = fileio.read_json(pathlib.Path(run_dir) / "metrics.json")
     except (OSError, ValueError):
         return None
-    return metrics if isinstance(metrics, dict) else None
+    if not isinstance(metrics, dict) or not set(METRICS_KEYS) <= metrics.keys():
+        return None
+    return metrics if _is_finite(metrics["top1"]) else None
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------- history.csv
+
+def history_rows(run_dir) -> tuple[dict, list[str], str | None]:
+    """The readable rows of `history.csv` by epoch, its columns, and what is unreadable.
+
+    A row is readable if it has as many fields as the header, an integer
+    epoch and numbers (or `nan`) elsewhere; a later row of an epoch replaces
+    an earlier one (a resumed run trains an epoch again that was logged but
+    not backed up). A header that does not start with `epoch` makes the
+    whole file unreadable; a column misnamed is only missing to its readers.
+
+    Returns:
+        `(rows, columns, problem)`: `{epoch: {column: text}}` (epochs from 0),
+        the columns after `epoch`, and `None` or a sentence naming the file and
+        what of it cannot be read.
+    """
+    path = pathlib.Path(run_dir) / "history.csv"
+    try:
+        lines = list(csv.reader(io.StringIO(path.read_text(errors="replace"))))
+    except FileNotFoundError:
+        return {}, [], None
+    except csv.Error as err:
+        return {}, [], f"{path} cannot be read as CSV ({err})"
+    if not lines:
+        return {}, [], None  # created empty at a first epoch's start
+    header, rows, bad = lines[0], {}, 0
+    if header[:1] != ["epoch"]:
+        return {}, [], f"{path} has a header that does not start with epoch"
+    for fields in lines[1:]:
+        if not fields:
+            continue
+        try:
+            if len(fields) != len(header):
+                raise ValueError(len(fields))
+            epoch = int(fields[0])
+            [float(value) for value in fields[1:] if value not in ("", "NA")]  # NA: no value
+        except ValueError:
+            bad += 1
+            continue
+        rows[epoch] = dict(zip(header, fields))
+    problem = f"{path} has {bad} unreadable row{'s' * (bad > 1)}" if bad else None
+    return rows, header[1:], problem
+
+
+def history_frame(run_dir) -> pd.DataFrame:
+    """The readable rows of `history.csv` (`history_rows`) as numbers, one per epoch, in order."""
+    rows, columns, _ = history_rows(run_dir)
+    frame = pd.DataFrame([rows[epoch] for epoch in sorted(rows)], columns=["epoch", *columns])
+    return frame.apply(pd.to_numeric, errors="coerce").astype({"epoch": int})
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """`history.csv`: a row per epoch (`epoch`, then the logs' names in order), written whole.
+
+    Keras's `CSVLogger` appends in place, so a kill or a full disk in the
+    middle of a row leaves a cut row that the next sitting's rows are then
+    appended to. Here the file is rewritten atomically at each epoch's end,
+    with the epoch's row replacing an earlier one of the same epoch. What a
+    resumed run finds unreadable (`history_rows`) is left out, and the file as
+    it was is kept once in `history.csv.damaged`.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.path = pathlib.Path(run_dir) / "history.csv"
+
+    def on_train_begin(self, logs=None):
+        self.rows, self.columns, problem = history_rows(self.path.parent)
+        damaged = self.path.with_name(DAMAGED_HISTORY)
+        if problem is not None and not damaged.exists():
+            fileio.write_bytes(damaged, self.path.read_bytes())
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.rows[epoch] = {"epoch": epoch, **logs}
+        self.columns = sorted(set(self.columns) | set(logs))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, ["epoch", *self.columns], restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows[e] for e in sorted(self.rows))
+        fileio.write_text(self.path, text.getvalue())
+
+
+# ---------------------------------------------------------------- the resume state
+
+# Keras's `BackupAndRestore` names, so that a run backed up by Keras itself resumes; the state
+# before the latest one under names Keras loads (it refuses weights not named `.weights.h5`).
+LATEST = ("latest.weights.h5", "training_metadata.json")
+PREVIOUS = ("previous.weights.h5", "previous_training_metadata.json")
+PARTIAL = ".partial.weights.h5"  # a state being written (Keras wants `.weights.h5`)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedState:
+    """A resume state that passed its checks: the epochs it holds and its two files."""
+
+    epochs: int
+    weights: pathlib.Path
+    metadata: pathlib.Path
+
+
+def find_resume_state(run_dir) -> tuple[SavedState | None, str | None]:
+    """The newest intact resume state in `run_dir/backup/`, and what is wrong with the rest.
+
+    A state is a `training_metadata.json` (`{"epoch": N, "sha256": ...}`) and
+    the weights file whose SHA-256 it records: the latest, the previous one
+    (`previous.weights.h5`), or one a kill left before its rename (`ResumeState`). A record
+    without `sha256` (written by Keras's `BackupAndRestore`) goes with the
+    weights file of its own name, which must open as HDF5.
+
+    Returns:
+        `(state, problem)`: the state with the most epochs, or `None`; and
+        `None`, or a sentence naming the file that is missing or damaged in
+        the latest state (or the only one).
+    """
+    backup = pathlib.Path(run_dir) / BACKUP
+    if not backup.is_dir():
+        return None, None
+    digests = {}
+
+    def digest(path):
+        if path not in digests:
+            digests[path] = _sha256(path) if path.is_file() else None
+        return digests[path]
+
+    found, problems = [], []
+    for weights_name, metadata_name in (LATEST, PREVIOUS):
+        metadata_file, weights_file = backup / metadata_name, backup / weights_name
+        if not metadata_file.exists():
+            if weights_file.exists():
+                problems.append(f"{weights_file} has no {metadata_name} beside it")
+            continue
+        try:
+            record = fileio.read_json(metadata_file)
+        except (OSError, ValueError) as err:
+            problems.append(str(err).rstrip("."))
+            continue
+        epochs = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            problems.append(f"{metadata_file} holds no epoch count")
+            continue
+        if "sha256" in record:
+            candidates = (backup / LATEST[0], backup / PARTIAL, backup / PREVIOUS[0])
+            weights = next((c for c in candidates if digest(c) == record["sha256"]), None)
+        else:
+            weights = weights_file if _opens_as_hdf5(weights_file) else None
+        if weights is not None:
+            found.append(SavedState(epochs, weights, metadata_file))
+        elif not weights_file.exists():
+            problems.append(f"{weights_file} is missing ({metadata_name} records {epochs} "
+                            f"trained epoch{'s' * (epochs != 1)}; a copy that left out the "
+                            "weights file?)")
+        else:
+            problems.append(f"{weights_file} is damaged ({weights_file.stat().st_size:,} bytes, "
+                            f"not the file {metadata_name} records)")
+    state = max(found, key=lambda s: s.epochs, default=None)
+    return state, (problems[0] if problems else None)
+
+
+def resumable_epochs(run_dir) -> int:
+    """Epochs the run folder's resume state holds (0 for none)."""
+    state, _ = find_resume_state(run_dir)
+    return state.epochs if state is not None else 0
+
+
+def remove_resume_state(run_dir) -> None:
+    """Removes `backup/`: call it once `model.keras` and `metrics.json` are written."""
+    shutil.rmtree(pathlib.Path(run_dir) / BACKUP, ignore_errors=True)
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _state_bytes(model) -> int:
+    """About the size of `model.save_weights`' file: weights and optimizer state, and 1 MiB."""
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *(optimizer.variables if optimizer is not None else [])]
+    return sum(math.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables) + (1 << 20)
+
+
+def _opens_as_hdf5(path) -> bool:
+    import h5py  # Keras's own weights format; imported here as only old records need it
+
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+class ResumeState(keras.callbacks.Callback):
+    """Keras's `BackupAndRestore` that no kill, full disk or damaged file can cost an epoch.
+
+    At each epoch's end (a finite loss only) the training state (weights and
+    optimizer) goes to a temporary file first; then the state it replaces is
+    renamed to `previous*`, the new record (epochs and the weights' SHA-256) is
+    written atomically and the weights renamed into place. At every moment
+    one complete state is on disk, and `find_resume_state` tells an intact
+    state from a damaged one by its digest, falling back to the previous one.
+    (Keras's `double_checkpoint` copies the files in place instead, so a kill
+    during its copy damages both, and it falls back on an `OSError` only.)
+    Nothing is removed when `fit` ends: the run folder's state stays until
+    `model.keras` and `metrics.json` are written (`remove_resume_state`).
+
+    Args:
+        run_dir: the run folder; the state lives in its `backup/`.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.backup = pathlib.Path(run_dir) / BACKUP
+        self.epochs_done = 0  # epochs the state on disk holds
+        self._kept = None  # which pair of names holds the state to keep while writing one
+
+    def on_train_begin(self, logs=None):
+        state, problem = find_resume_state(self.backup.parent)
+        if state is None:
+            if problem is not None:  # damaged since `decide` looked
+                raise RunFolderError(f"{self.backup.parent} cannot be resumed: {problem}.")
+            return
+        if state.weights.name == PARTIAL:  # killed before the rename: finish it
+            os.replace(state.weights, self.backup / LATEST[0])
+            state = dataclasses.replace(state, weights=self.backup / LATEST[0])
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.model.trainable_variables)  # its variables are in the file
+        try:
+            self.model.load_weights(state.weights)
+        except Exception as err:  # a file of another model, or damaged past its header
+            raise RunFolderError(
+                f"{state.weights} cannot be loaded into this run's model ({err}); restore it, "
+                "or pass overwrite=True (CLI: --overwrite) to train the run afresh.") from None
+        self.model._initial_epoch = state.epochs  # what `BackupAndRestore` sets: fit starts there
+        self.epochs_done = state.epochs
+        self._kept = LATEST if state.metadata.name == LATEST[1] else PREVIOUS
+
+    def on_epoch_end(self, epoch, logs=None):
+        if math.isfinite(float((logs or {}).get("loss", 0.0))):  # a diverged epoch is no state
+            self._save(epoch + 1)
+
+    def _save(self, epochs: int) -> None:
+        self.backup.mkdir(exist_ok=True)
+        partial = self.backup / PARTIAL
+        # Room first: h5py on a full disk leaves a file it cannot close, which prints
+        # tracebacks after the command's error line and can crash the process as it exits.
+        if shutil.disk_usage(self.backup).free < _state_bytes(self.model):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+        try:
+            self.model.save_weights(partial)
+            sha256 = _sha256(partial)
+        except OSError as err:  # h5py names the disk's error only inside a long message
+            partial.unlink(missing_ok=True)
+            if err.errno is None:
+                raise
+            raise OSError(err.errno, os.strerror(err.errno), str(partial)) from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        if self._kept == LATEST:  # the latest state becomes the previous one
+            for name, previous in zip(LATEST, PREVIOUS):
+                if (self.backup / name).exists():
+                    os.replace(self.backup / name, self.backup / previous)
+        fileio.write_json(self.backup / LATEST[1], {"epoch": epochs, "batch": 0,
+                                                    "sha256": sha256})
+        os.replace(partial, self.backup / LATEST[0])
+        self._kept, self.epochs_done = LATEST, epochs
 
 
 def remove_if_untrained(run_dir) -> None:
@@ -475,19 +775,22 @@ def decide(run_dir, spec: dict, overwrite: bool = False) -> str:
 
     Compares `spec` with the folder's `config.json` before anything is trained.
     Removes nothing: a `"new"` run sets the folder's old content aside
-    (`set_aside`) once its data have passed their checks.
+    (`set_aside`) once its data have passed their checks. A run with
+    `model.keras` but no complete `metrics.json` (and no resume state) is
+    finished: it is rebuilt, never retrained.
 
     Raises:
-        RunFolderError: the folder holds a run with another spec, a trained run
-            without `config.json`, or a run that can be neither resumed nor
-            finished without retraining (and not `overwrite`).
+        RunFolderError: the folder holds a run with another spec, a damaged
+            `config.json`, a trained run without `config.json`, a resume state
+            whose files are missing or damaged, or a run that can be neither
+            resumed nor finished without retraining (and not `overwrite`).
     """
     run_dir = pathlib.Path(run_dir)
     config_file = run_dir / "config.json"
     if overwrite:
         return "new"
     if not config_file.exists():
-        if (any((run_dir / name).exists() for name in ("model.keras", "metrics.json", "backup"))
+        if (any((run_dir / name).exists() for name in ("model.keras", "metrics.json", BACKUP))
                 or logged_epochs(run_dir)):
             raise RunFolderError(
                 f"{run_dir} holds a trained run but no config.json, so whether it is this run "
@@ -500,6 +803,14 @@ def decide(run_dir, spec: dict, overwrite: bool = False) -> str:
         raise RunFolderError(
             f"{config_file} cannot be read ({err}); pass overwrite=True (CLI: --overwrite) "
             "to start that run afresh.") from err
+    missing = ([key for key in SPEC_KEYS if key not in stored] if isinstance(stored, dict)
+               else list(SPEC_KEYS))
+    if missing or not isinstance(stored.get("experiment"), dict):
+        # A damaged file, not another run: a field-by-field comparison would list every field.
+        raise RunFolderError(
+            f"{config_file} is not a run's config (no {', '.join(missing or ['experiment'])} "
+            "entry): damaged, or not written by `train`. Restore it from a copy of the run, "
+            "or pass overwrite=True (CLI: --overwrite) to train the run afresh.")
     try:
         diff = differences(stored, spec)
     except (TypeError, ValueError, KeyError) as err:  # a config this version cannot read
@@ -517,16 +828,22 @@ def decide(run_dir, spec: dict, overwrite: bool = False) -> str:
         raise RunFolderError(message)
     if read_metrics(run_dir) is not None:
         return "reuse"
-    if (run_dir / "backup").exists():
+    state, problem = find_resume_state(run_dir)
+    if state is not None:
         return "resume"
+    if (run_dir / "model.keras").exists():
+        return "rebuild"  # written only once the last epoch is done: a finished run
     logged = logged_epochs(run_dir)
-    if logged == 0:
-        return "resume"  # nothing trained yet: it starts at epoch 1
-    if (run_dir / "model.keras").exists() and logged >= spec["epochs"]:
-        return "rebuild"
-    missing = "metrics.json" if (run_dir / "model.keras").exists() else "model.keras"
+    if problem is not None:
+        raise RunFolderError(
+            f"{run_dir} cannot be resumed: {problem}, and no earlier resume state is intact. "
+            "Copy the file back from where the run was trained, or pass overwrite=True (CLI: "
+            f"--overwrite) to train it afresh (its {logged} logged epochs are lost then).")
+    if logged == 0 or (logged == 1 and (run_dir / BACKUP).is_dir()):
+        # Nothing trained yet, or a first epoch killed before its state was recorded.
+        return "resume"
     raise RunFolderError(
-        f"{run_dir} holds {logged} trained epochs of {spec['epochs']} but no {missing} and no "
+        f"{run_dir} holds {logged} trained epochs of {spec['epochs']} but no model.keras and no "
         "resume state (backup/): it cannot be finished without training it again from epoch 1. "
         "Train into another out_dir (CLI: --out), or pass overwrite=True (CLI: --overwrite) "
         "to train it afresh.")
@@ -536,13 +853,19 @@ def decide(run_dir, spec: dict, overwrite: bool = False) -> str:
 
 
 def load_run(run_dir) -> RunResult:
-    """Reads a finished run folder (history and metrics)."""
+    """Reads a finished run folder: its metrics and the readable rows of its history.
+
+    Raises:
+        FileNotFoundError: the folder holds no `metrics.json`.
+        UnreadableFileError: `metrics.json` is not JSON.
+    """
     run_dir = pathlib.Path(run_dir)
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.exists():
         raise FileNotFoundError(f"{run_dir} holds no finished run (no metrics.json).")
     metrics = fileio.read_json(metrics_file)
-    return RunResult(run_dir, read_history(run_dir), metrics)
+    # A row lost to damage is listed in the metrics (`history_missing`), not an error here.
+    return RunResult(run_dir, history_frame(run_dir), metrics)
 
 
 def read_history(run_dir) -> pd.DataFrame:

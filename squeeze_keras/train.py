@@ -1,12 +1,12 @@
 """Training: one call trains an experiment into a run folder, or resumes or returns it.
 
 `run_experiment` checks the arguments and the run folder (`squeeze_keras.runs`)
-before it loads any data, trains with Keras `fit` and its callbacks (CSV
-history, best checkpoint, `BackupAndRestore`, `TerminateOnNaN`), evaluates on
-the test split and writes the run folder's files, each atomically. An old
-run that `overwrite` replaces is set aside only once the new run's data and
-config have passed their checks, and removed once the new run has finished
-an epoch.
+before it loads any data, trains with Keras `fit` and its callbacks
+(`history.csv`, best checkpoint, the resume state, `TerminateOnNaN`),
+evaluates on the test split and writes the run folder's files, each
+atomically; the resume state is removed only after them. An old run that
+`overwrite` replaces is set aside only once the new run's data and config
+have passed their checks, and removed once the new run has finished an epoch.
 """
 
 from __future__ import annotations
@@ -188,24 +188,34 @@ def compile_model(model, config: experiments.ExperimentConfig, steps_per_epoch: 
     return model
 
 
+class TrainingStoppedError(RuntimeError):
+    """Training ended before its last epoch: a non-finite loss, or a callback stopped it."""
+
+
 def fit(model, splits: data_lib.Splits, run_dir, epochs: int, callbacks=(),
         verbose=1) -> pd.DataFrame:
     """Fits with the run folder's callbacks; returns the history, one row per epoch.
 
+    Resumes from the folder's resume state (`runs.ResumeState`) and leaves it
+    in place: `run_experiment` removes it once the run's files are written.
+
     Raises:
-        RuntimeError: training stopped early (non-finite loss).
+        TrainingStoppedError: training stopped early; the resume state keeps
+            the epochs before.
     """
-    history_file = run_dir / "history.csv"
+    resume = runs.ResumeState(run_dir)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     fit_callbacks = [
         EpochStats(),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+        # The history row before the resume state: a kill between the two then trains that
+        # epoch again on resuming (its row replaced) rather than leaving it out of history.csv.
+        runs.HistoryLog(run_dir),
+        resume,
         EpochRandomness(splits.train),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "checkpoints" / "best.keras"), monitor="val_accuracy",
             save_best_only=True),
-        keras.callbacks.CSVLogger(str(history_file), append=True),
         *callbacks,
     ]
     if verbose:
@@ -213,41 +223,61 @@ def fit(model, splits: data_lib.Splits, run_dir, epochs: int, callbacks=(),
     # The pipeline shuffles itself (seeded); Keras must not try to.
     model.fit(splits.train, validation_data=splits.test, epochs=epochs, shuffle=False,
               callbacks=fit_callbacks, verbose=verbose)
-    history = pd.read_csv(history_file)
-    # A resume can repeat an epoch that was logged but not backed up: keep the last.
-    history = history.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    fileio.write_text(history_file, history.to_csv(index=False))
-    if len(history) < epochs or history[["loss"]].isna().any().any():
-        raise RuntimeError(f"Training stopped after {len(history)} of {epochs} epochs "
-                           f"(non-finite loss?). See {history_file}.")
+    history = runs.history_frame(run_dir)
+    if resume.epochs_done < epochs:
+        raise TrainingStoppedError(_stopped(run_dir, history, resume.epochs_done, epochs))
     return history
 
 
-def _epochs_backed_up(run_dir) -> int:
-    """Epochs `BackupAndRestore` has saved in `run_dir/backup/` (0 for a fresh run)."""
-    try:
-        return int(fileio.read_json(run_dir / "backup" / "training_metadata.json")["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0  # a fresh run (or a backup Keras will refuse by itself)
+def _stopped(run_dir, history, done: int, epochs: int) -> str:
+    """Why training stopped after `done` of `epochs` epochs, what is kept, and the ways out."""
+    losses = history.loc[history["epoch"] == done, "loss"]
+    if len(losses) and not math.isfinite(losses.iloc[-1]):
+        why = f"the loss of epoch {done + 1} was {losses.iloc[-1]}"
+    else:
+        why = "a callback stopped it"
+    kept = {0: "no epoch had finished", 1: f"epoch 1 is kept in {run_dir / runs.BACKUP}"}.get(
+        done, f"epochs 1-{done} are kept in {run_dir / runs.BACKUP}")
+    return (f"Training of {run_dir} stopped after {done} of {epochs} epochs: {why} (see "
+            f"{run_dir / 'history.csv'}); {kept}. The same command resumes at epoch {done + 1} "
+            "(a run that diverged there will likely diverge again); or train another seed "
+            "(CLI: --seed) or protocol (CLI: --protocol), or pass overwrite=True (CLI: "
+            "--overwrite) to train it afresh.")
 
 
 def _say_where_training_resumes(run_dir, epochs: int) -> None:
     """One line before a resumed `fit`: its log starts at the first epoch not backed up."""
-    done = _epochs_backed_up(run_dir)
+    state, problem = runs.find_resume_state(run_dir)
+    done = state.epochs if state is not None else 0
     if 0 < done < epochs:
-        print(f"Resuming {run_dir.name} at epoch {done + 1}/{epochs}: epochs 1-{done} were trained "
-              f"in an earlier sitting, and history.csv holds them.")
+        rows = runs.history_rows(run_dir)[0]
+        lost = sum(epoch not in rows for epoch in range(done))
+        logged = (f"history.csv lacks {lost} of them (damaged: metrics.json will list them as "
+                  "history_missing)" if lost else "history.csv holds them")
+        fell_back = problem is not None and state.metadata.name != runs.LATEST[1]
+        damaged = f" ({problem}: resuming from the state before it)" if fell_back else ""
+        print(f"Resuming {run_dir.name} at epoch {done + 1}/{epochs}{damaged}: epochs 1-{done} "
+              f"were trained in an earlier sitting, and {logged}.")
 
 
 def run_metrics(config, splits, model, history, evaluation, *, seed, limit, policy,
-                batch_size, replicas, data_source, sittings=None) -> dict:
+                batch_size, replicas, data_source, sittings=None, epochs=None) -> dict:
     """The `metrics.json` of a finished run.
 
     `sittings` (`runs.record_sitting`'s list): with more than one, `sittings`
     gives each one's epochs, machine and median seconds per epoch, and
     `hardware` names every machine with its epochs, not only the last.
+    `epochs` (defaults to the history's rows): where `history.csv` lost rows
+    (damaged), their epochs are listed as `history_missing`, and the times and
+    best validation top-1 are those of the rows left (`None` if none is).
     """
-    sittings = runs.sittings_summary(sittings or [], history["seconds"])
+    epochs = len(history) if epochs is None else epochs
+    times = history["seconds"] if "seconds" in history else [math.nan] * len(history)
+    by_epoch = dict(zip(history["epoch"], times))
+    seconds = [by_epoch.get(epoch) for epoch in range(epochs)]
+    timed = [s for s in seconds if s is not None and math.isfinite(s)]
+    best = history["val_accuracy"].max() if "val_accuracy" in history else math.nan
+    sittings = runs.sittings_summary(sittings or [], seconds)
     machines = {s["hardware"] for s in sittings}
     hardware = devices.hardware()
     if len(machines) > 1:
@@ -260,16 +290,16 @@ def run_metrics(config, splits, model, history, evaluation, *, seed, limit, poli
         "data_source": data_source,
         "train_size": splits.train_size,
         "test_size": splits.test_size,
-        "epochs": int(len(history)),
+        "epochs": int(epochs),
         "top1": round(100 * float(evaluation["accuracy"]), 2),
         "top5": round(100 * float(evaluation["top5"]), 2),
         "test_loss": round(float(evaluation["loss"]), 4),
-        "best_val_top1": round(100 * float(history["val_accuracy"].max()), 2),
+        "best_val_top1": round(100 * float(best), 2) if math.isfinite(best) else None,
         "params": int(model.count_params()),
         "report_top1": config.report_top1,
         "report_params": config.report_params,
-        "seconds_per_epoch": round(statistics.median(history["seconds"]), 1),
-        "train_seconds": round(float(history["seconds"].sum()), 1),
+        "seconds_per_epoch": round(statistics.median(timed), 1) if timed else None,
+        "train_seconds": round(float(sum(timed)), 1) if timed else None,
         "batch_size": batch_size,
         "replicas": replicas,
         "precision": policy,
@@ -284,6 +314,9 @@ def run_metrics(config, splits, model, history, evaluation, *, seed, limit, poli
     }
     if len(sittings) > 1:
         metrics["sittings"] = sittings
+    missing = [epoch + 1 for epoch in range(epochs) if epoch not in by_epoch]
+    if missing:
+        metrics["history_missing"] = missing
     return metrics
 
 
@@ -453,8 +486,8 @@ def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, cal
     if fresh:
         runs.set_aside(run_dir)
     fileio.write_json(run_dir / "config.json", spec)
-    sittings = runs.record_sitting(run_dir, _epochs_backed_up(run_dir) + 1, devices.hardware(),
-                                   _now())
+    sittings = runs.record_sitting(run_dir, runs.resumable_epochs(run_dir) + 1,
+                                   devices.hardware(), _now())
     with runs.dtype_policy(policy):
         keras.utils.set_random_seed(seed)
         steps = -(-splits.train_size // batch_size)
@@ -471,57 +504,65 @@ def _train(config, spec, run_dir, *, fresh, data, data_dir, policy, verbose, cal
     runs.save_model(model, config, run_dir / "model.keras")
     metrics = run_metrics(config, splits, model, history, evaluation, seed=seed, limit=limit,
                           policy=policy, batch_size=batch_size, replicas=replicas,
-                          data_source=runs.data_label(data), sittings=sittings)
+                          data_source=runs.data_label(data), sittings=sittings, epochs=epochs)
     metrics.update(extra)
     runs.write_metrics(run_dir, metrics)
+    # Only now: a kill or a full disk before metrics.json leaves a run that resumes.
+    runs.remove_resume_state(run_dir)
     (run_dir / runs.SITTINGS).unlink(missing_ok=True)  # folded into metrics.json
     return runs.RunResult(run_dir, history, metrics)
 
 
 def _rebuild_metrics(config, spec, run_dir, *, data, data_dir, policy, holdout=None,
                      holdout_seed=0) -> runs.RunResult:
-    """`metrics.json` of a finished run that lost it, from `history.csv` and `model.keras`.
+    """`metrics.json` of a finished run whose own is missing, unreadable or incomplete.
 
-    The run is not retrained. Its test top-1, top-5 and loss are the last
-    epoch's validation on the test split (what the training's final
-    evaluation measured); `model.keras` is evaluated on the test split to
-    check that it is that epoch's model.
+    The run is not retrained: `model.keras` is evaluated on the test split.
+    Where `history.csv` still holds the last epoch's row, its validation on
+    the test split (what the training's final evaluation measured) gives
+    top-1, top-5 and loss, and the model must give the same top-1 (it is that
+    epoch's model); where it does not (missing, empty or damaged), the model's
+    evaluation gives them, and `rebuilt.from` says so.
 
     Raises:
         RunFolderError: `model.keras` does not give the history's last top-1.
     """
     epochs, seed, limit = spec["epochs"], spec["seed"], spec["limit"]
-    history = runs.read_history(run_dir).drop_duplicates("epoch", keep="last").sort_values("epoch")
+    history = runs.history_frame(run_dir)
     _, model = runs.load_trained_model(run_dir)  # float32: fast on any CPU
     batch_size = config.protocol.batch_size
     splits = _splits(config, data, batch_size=batch_size, seed=seed, limit=limit,
                      data_dir=data_dir, holdout=holdout, holdout_seed=holdout_seed)
     compile_model(model, config, -(-splits.train_size // batch_size), epochs)
     evaluation = model.evaluate(splits.test, return_dict=True, verbose=0)
-    last = history.iloc[-1]
-    recorded = {"accuracy": last["val_accuracy"], "top5": last["val_top5"],
-                "loss": last["val_loss"]}
+    last = history[history["epoch"] == epochs - 1]
+    columns = {"accuracy": "val_accuracy", "top5": "val_top5", "loss": "val_loss"}
+    recorded = None
+    if len(last) and set(columns.values()) <= set(last):
+        recorded = {key: float(last[column].iloc[-1]) for key, column in columns.items()}
+        if not all(math.isfinite(value) for value in recorded.values()):
+            recorded = None  # a row cut short
+    measured = 100 * evaluation["accuracy"]
+    metrics_file = run_dir / "metrics.json"
     # Another precision (a mixed-precision run evaluated in float32) may flip a few images.
     tolerance = max(0.5, 300 / splits.test_size)
-    measured, logged = 100 * evaluation["accuracy"], 100 * recorded["accuracy"]
-    metrics_file = run_dir / "metrics.json"
-    if abs(measured - logged) > tolerance:
+    if recorded is not None and abs(measured - 100 * recorded["accuracy"]) > tolerance:
         raise runs.RunFolderError(
             f"{metrics_file} is missing or unreadable, and {run_dir / 'model.keras'} gives "
             f"top-1 {measured:.2f} % on the test split where the last epoch of history.csv "
-            f"logged {logged:.2f} %: the model is not that epoch's, so the metrics cannot be "
-            "rebuilt. Restore metrics.json, train into another out_dir (CLI: --out), or pass "
-            "overwrite=True (CLI: --overwrite) to train it afresh.")
-    metrics = run_metrics(config, splits, model, history, recorded, seed=seed, limit=limit,
-                          policy=policy, batch_size=None, replicas=None,
-                          data_source=runs.data_label(data))
+            f"logged {100 * recorded['accuracy']:.2f} %: the model is not that epoch's, so the "
+            "metrics cannot be rebuilt. Restore metrics.json, train into another out_dir (CLI: "
+            "--out), or pass overwrite=True (CLI: --overwrite) to train it afresh.")
+    metrics = run_metrics(config, splits, model, history, recorded or evaluation, seed=seed,
+                          limit=limit, policy=policy, batch_size=None, replicas=None,
+                          data_source=runs.data_label(data), epochs=epochs)
     metrics.update(evaluation_extras(model, config, splits, batch_size))
     finished = datetime.datetime.fromtimestamp((run_dir / "model.keras").stat().st_mtime,
                                                datetime.timezone.utc)
     metrics.update(
         hardware="unknown (metrics rebuilt)",
         finished=finished.isoformat(timespec="seconds"),
-        rebuilt={"from": ["history.csv", "model.keras"],
+        rebuilt={"from": ["history.csv", "model.keras"] if recorded else ["model.keras"],
                  "was": "unreadable" if metrics_file.exists() else "missing",
                  "evaluated_top1": round(measured, 2), "on": devices.hardware(),
                  "at": datetime.datetime.now(datetime.timezone.utc).isoformat(

@@ -2,7 +2,11 @@
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -10,6 +14,7 @@ import pytest
 from PIL import Image
 
 from squeeze_keras import experiments, notebook, runs
+from squeeze_keras.__main__ import main
 from squeeze_keras.train import run_experiment
 
 FAST = dict(limit=64, verbose=0, precision="float32")
@@ -266,3 +271,83 @@ def test_resume_state_travels_with_the_working_tree_but_is_never_committed():
              if {"backup", "checkpoints", ".lock", "sittings.json"}
              & set(pathlib.PurePosixPath(name).parts)]
     assert state == [], f"resume state committed: {state}"
+
+
+# ---------------------------------------------------------------- kill -9 (issue #36)
+
+
+def start_cli(*argv) -> subprocess.Popen:
+    """`python -m squeeze_keras *argv` in a process of its own, to be killed."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.Popen([sys.executable, "-m", "squeeze_keras", *argv], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc, condition, timeout=600):
+    """Polls `condition` every 20 ms while `proc` runs (the kill loop of the issue)."""
+    end = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < end, "timed out"
+        time.sleep(0.02)
+
+
+def backed_up(run_dir) -> int:
+    """The epoch count `backup/training_metadata.json` records (0 while there is none)."""
+    try:
+        return json.loads((run_dir / "backup" / "training_metadata.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def killed_run(tmp_path, epochs, until):
+    """`train baseline` killed with SIGKILL once `until(run_dir)`: returns (argv, run_dir)."""
+    argv = ["train", "baseline", "--data", "synthetic", "--limit", "640", "--epochs", str(epochs),
+            "--precision", "float32", "--out", str(tmp_path), "--verbose", "2"]
+    run_dir = tmp_path / "baseline"
+    proc = start_cli(*argv)
+    try:
+        wait_for(proc, lambda: until(run_dir))
+    finally:
+        proc.kill()
+        proc.communicate()
+    return argv, run_dir
+
+
+def test_a_kill_9_as_the_resume_state_is_written_loses_no_epoch(tmp_path, capsys):
+    """Case 1: killed as `backup/training_metadata.json` appears, then `history.csv` emptied.
+
+    The resumed run finishes (before, `fit` failed after Keras had removed `backup/`, and
+    the run could not be finished without training it again from epoch 1).
+    """
+    argv, run_dir = killed_run(tmp_path, 3, lambda d: (d / "backup" / "training_metadata.json").exists())
+    done = backed_up(run_dir)
+    assert 1 <= done < 3
+    (run_dir / "history.csv").write_text("")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"Resuming baseline at epoch {done + 1}/3" in out and f"lacks {done} of them" in out
+    assert "resumed and finished. Top-1" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["history_missing"] == list(range(1, done + 1))
+    assert (run_dir / "model.keras").exists() and not (run_dir / "backup").exists()
+    assert list(runs.history_frame(run_dir)["epoch"]) == list(range(done, 3))
+    assert main(argv) == 0  # and it stays finished
+    assert "already finished, not retrained" in capsys.readouterr().out
+
+
+def test_a_resume_state_cut_short_falls_back_to_the_one_before(tmp_path, capsys):
+    """Case 3: `backup/latest.weights.h5` cut to 96 bytes after a kill: the state before it
+    (`previous.weights.h5`) is intact, and the run resumes from it (before, an h5py traceback every time)."""
+    argv, run_dir = killed_run(tmp_path, 4, lambda d: backed_up(d) >= 2)
+    done = backed_up(run_dir)
+    assert 2 <= done < 4
+    with open(run_dir / "backup" / "latest.weights.h5", "r+b") as f:
+        f.truncate(96)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"Resuming baseline at epoch {done}/4 (" in out
+    assert "latest.weights.h5 is damaged (96 bytes" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 4 and "history_missing" not in metrics
+    assert list(runs.history_frame(run_dir)["epoch"]) == [0, 1, 2, 3]
