@@ -298,7 +298,7 @@ def inspect(run: Run, out: pathlib.Path, skip_finished_in=(), precision: str = "
     failed = mark.read_text().splitlines()[0] if mark.exists() else None
     holder = lock_holder(run_dir)
     stored = _read_config(run_dir) or {}
-    done = runs.logged_epochs(run_dir)
+    done = runs.resumable_epochs(run_dir)  # where `train` resumes, whatever history.csv says
     entry = Entry(run, run_dir, "resume" if stored else "new", done=done,
                   precision=stored.get("precision", precision), holder=holder, failed=failed)
     if holder is not None:
@@ -690,7 +690,9 @@ def _stop_all(running: list[_Running], grace: float = 60.0) -> None:
         job.log.close()
         _report_epochs(job, running)
         running.remove(job)
-        done = runs.logged_epochs(job.entry.run_dir)
+        # The resume state, not history.csv, says where it resumes: a kill between the two
+        # writes leaves the history one epoch ahead.
+        done = runs.resumable_epochs(job.entry.run_dir)
         if runs.read_metrics(job.entry.run_dir) is not None:
             _say(f"{job.entry.run.name}: had finished")
         else:

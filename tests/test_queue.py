@@ -310,7 +310,7 @@ def test_a_real_queue_stopped_mid_run_then_restarted(tmp_path, capsys):
     first = "".join(output)
     assert "  finished (1): baseline_seed1" in first
     assert "    baseline  6 epochs x 2 s = 12 s  (float32; measured (baseline_seed1))" in first
-    kept = runs.logged_epochs(run_dir)
+    kept = runs.resumable_epochs(run_dir)
     assert f"baseline: stopped; epochs 1-{kept} are kept, it resumes at epoch {kept + 1}" in first
     assert ("To continue: python -m squeeze_keras queue " + " ".join(argv)) in first
 
