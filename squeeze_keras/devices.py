@@ -84,9 +84,10 @@ def cpu_precision(flags: set[str], backend: str, onednn: bool) -> str:
 
     `mixed_bfloat16` where the CPU has AMX for bfloat16 and TensorFlow runs its
     oneDNN kernels, which use AMX; `float32` everywhere else. Measured on a
-    2-core Intel Xeon with AMX (family 6 model 167), E4 trained at 243-253
-    img/s in `mixed_bfloat16` against 110-111 in float32 (batch 64, windows
-    interleaved; `benchmarks/README.md`). Without AMX, bfloat16 is slower: on a
+    2-core Intel Xeon with AMX (family 6 model 167), E4 trained at 219-247
+    img/s in `mixed_bfloat16` against 95-116 in float32, the baseline at
+    1,217-1,470 against 1,060-1,260 (batch 64, windows interleaved;
+    `benchmarks/README.md`). Without AMX, bfloat16 is slower: on a
     2-core Xeon with AVX-512 BF16 but no AMX, E4 trained at 93-94 img/s against
     122-126 in float32, and on AVX2 CPUs bfloat16 is emulated (4 against 35).
     Keras on JAX (0.10.2) trained E4 on that Xeon at 31-33 img/s in float32 and
@@ -148,7 +149,7 @@ def select_precision(policy: str = "auto") -> str:
     `auto`: `mixed_bfloat16` on TPUs and on GPUs with bfloat16 arithmetic
     (NVIDIA compute capability 8.0 and up), `mixed_float16` on older GPUs; on
     CPUs `mixed_bfloat16` where the CPU has AMX for bfloat16 and TensorFlow's
-    oneDNN kernels are on (about 2.2x faster there), else `float32`, the faster
+    oneDNN kernels are on (E4 about 2x faster there), else `float32`, the faster
     choice even where the CPU has AVX-512 BF16 without AMX (`cpu_precision`).
     """
     if policy not in PRECISIONS:
