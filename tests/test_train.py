@@ -131,7 +131,7 @@ AMX_XEON = "fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8"
 
 
 @pytest.mark.parametrize("flags, policy", [
-    (AMX_XEON, "mixed_bfloat16"),  # Xeon with AMX: bf16 about 2.2x faster (devices.cpu_precision)
+    (AMX_XEON, "mixed_bfloat16"),  # Xeon with AMX: bf16 about 2x faster on E4 (devices.cpu_precision)
     ("fpu avx2 avx512f avx512_bf16", "float32"),  # AVX-512 BF16 without AMX: bf16 slower
     ("fpu avx2 avx512f", "float32"),
     ("fpu avx2", "float32"),  # AVX2 EPYC: bf16 emulated
