@@ -133,6 +133,12 @@ def test_a_run_started_in_bfloat16_resumes_in_it_with_a_warning_where_that_is_sl
     (run_dir / "metrics.json").unlink()  # 20 epochs planned, 3 trained
     (run_dir / "history.csv").write_text(
         "".join((run_dir / "history.csv").read_text().splitlines(keepends=True)[:4]))
+    # The resume state, which says where `train` resumes: Keras's own record of 3 epochs.
+    import h5py
+
+    (run_dir / runs.BACKUP).mkdir()
+    h5py.File(run_dir / runs.BACKUP / runs.LATEST[0], "w").close()
+    (run_dir / runs.BACKUP / runs.LATEST[1]).write_text('{"epoch": 3, "batch": 0}')
     (plan,) = queue.make_plan(queue.parse_queue("e4 paper 1 20\n"), out, data="synthetic",
                               limit=256, precision="float32")
     assert (plan.status, plan.done, plan.precision) == ("resume", 3, "mixed_bfloat16")

@@ -92,7 +92,7 @@ steps
 # epoch 20. So the spread is compressed at both ends: the baseline beats the report and E4
 # trails it. The same E4 architecture trained with the `tuned` and `tuned2` recipes shows how
 # much of the gap is the training recipe rather than the model. Ruled out while building the
-# project (README, Results): the backend and precision (TensorFlow float32 on the CPU and
+# project (docs/results.md): the backend and precision (TensorFlow float32 on the CPU and
 # JAX bfloat16 on the H100 give the same first epochs within a point), the initialisation
 # (torchvision's) and the data (the JPEG copy of CIFAR-10 used offline costs about a point).
 
