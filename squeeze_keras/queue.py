@@ -128,6 +128,8 @@ def _parse_line(words: list[str]) -> Run:
     for key, value, minimum in (("seed", seed, 0), ("epochs", epochs, 1)):
         if not value.isdigit() or int(value) < minimum:
             raise ValueError(f"`{key}` must be an integer >= {minimum}. Received: {key}={value}")
+    if int(seed) > 2**32 - 1:  # NumPy's seed range, as `train --seed` is bounded
+        raise ValueError(f"`seed` must be at most {2**32 - 1}. Received: seed={seed}")
     return Run(experiment, protocol, int(seed), int(epochs))
 
 

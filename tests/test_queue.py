@@ -68,6 +68,7 @@ def test_the_study_queue_parses_in_its_order_of_value():
     ("e4 fast 0 20", "Unknown protocol 'fast'"),
     ("e4 paper zero 20", "`seed` must be an integer >= 0"),
     ("e4 paper 0 0", "`epochs` must be an integer >= 1"),
+    ("e4 paper 4294967296 20", "`seed` must be at most 4294967295"),
     ("e4 paper 0", "got 3 fields"),
     ("e4 paper 0 20 20", "got 5 fields"),
     ("@best 2 protocol=tuned2", "`@best` lines are no longer read"),
