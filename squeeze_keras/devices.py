@@ -40,7 +40,8 @@ def cpu_model() -> str:
     CPU has AMX matrix units for bfloat16 (`amx_bf16` and `amx_tile`), which
     make `mixed_bfloat16` about twice as fast as float32 (`select_precision`).
     """
-    return describe_cpuinfo(cpuinfo_text()) if cpuinfo_text() else platform.processor() or "CPU"
+    text = cpuinfo_text()
+    return describe_cpuinfo(text) if text else platform.processor() or "CPU"
 
 
 def describe_cpuinfo(text: str) -> str:
@@ -53,7 +54,7 @@ def describe_cpuinfo(text: str) -> str:
     details = []
     if "cpu family" in fields and "model" in fields:
         details.append(f"family {fields['cpu family']} model {fields['model']}")
-    flags = cpu_flags(text)
+    flags = set(fields.get("flags", "").split())
     widest = next((label for flag, label in (("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512"),
                                              ("avx2", "AVX2")) if flag in flags), None)
     if widest:
