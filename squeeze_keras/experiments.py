@@ -40,8 +40,10 @@ DESIGN_SPACE = (
 
 DATASETS = {"cifar10": 10, "cifar100": 100}
 PREPROCESSING = ("imagenet", "cifar")
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "warmup_cosine")
+# "sgd_nesterov": SGD with Nesterov momentum 0.9.
+OPTIMIZERS = ("adam", "adamw", "sgd_nesterov")
+# "warmup_linear": linear warm-up to the peak, then linear decay to 0 (a one-cycle triangle).
+SCHEDULES = ("constant", "warmup_cosine", "warmup_linear")
 
 
 def _is_number(value) -> bool:
@@ -85,7 +87,7 @@ class Protocol:
     batch_size: int = 64
     weight_decay: float = 0.0
     schedule: str = "constant"  # one of SCHEDULES
-    warmup_epochs: int = 0  # linear warm-up of "warmup_cosine"
+    warmup_epochs: int = 0  # linear warm-up of "warmup_cosine" or "warmup_linear"
     label_smoothing: float = 0.0
 
     def __post_init__(self):
@@ -105,9 +107,9 @@ class Protocol:
                 f"Received: weight_decay={self.weight_decay!r}"
             )
         _check_positive_int("warmup_epochs", self.warmup_epochs, minimum=0)
-        if self.warmup_epochs and self.schedule != "warmup_cosine":
+        if self.warmup_epochs and not self.schedule.startswith("warmup_"):
             raise ValueError(
-                "`warmup_epochs` needs schedule='warmup_cosine'. "
+                "`warmup_epochs` needs schedule='warmup_cosine' or 'warmup_linear'. "
                 f"Received: warmup_epochs={self.warmup_epochs!r}, schedule={self.schedule!r}"
             )
         if not _is_number(self.label_smoothing) or not 0 <= self.label_smoothing < 1:

@@ -85,16 +85,46 @@ class EpochRandomness(keras.callbacks.Callback):
                 state.assign(np.array([seed, epoch * self.STRIDE]).astype(state.dtype))
 
 
+@keras.saving.register_keras_serializable(package="squeeze_keras")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """A one-cycle triangle: linear from `peak / 10` to `peak` over `warmup_steps`, then
+    linear to 0 at `total_steps` (and 0 after)."""
+
+    def __init__(self, peak, warmup_steps, total_steps):
+        self.peak, self.warmup_steps, self.total_steps = peak, warmup_steps, total_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = float(max(self.warmup_steps, 1))
+        rising = self.peak * (0.1 + 0.9 * keras.ops.minimum(step / warmup, 1.0))
+        left = (self.total_steps - step) / float(max(self.total_steps - self.warmup_steps, 1))
+        falling = self.peak * keras.ops.clip(left, 0.0, 1.0)
+        return keras.ops.where(step < self.warmup_steps, rising, falling)
+
+    def get_config(self):
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": self.total_steps}
+
+
 def make_optimizer(protocol: experiments.Protocol, steps_per_epoch: int, epochs: int,
                    scale: float = 1.0):
-    """The protocol's optimizer and schedule; `scale` multiplies the learning rate (replicas)."""
+    """The protocol's optimizer and schedule; `scale` multiplies the learning rate (replicas).
+
+    Weight decay is decoupled (Keras's `weight_decay`: each step takes
+    `learning_rate * weight_decay` of every weight) for every optimizer, SGD included.
+    """
     lr = protocol.learning_rate * scale
+    warmup = protocol.warmup_epochs * steps_per_epoch
     if protocol.schedule == "warmup_cosine":
-        warmup = protocol.warmup_epochs * steps_per_epoch
         lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr * 0.1, decay_steps=max(epochs * steps_per_epoch - warmup, 1),
             warmup_target=lr, warmup_steps=warmup,
         )
+    elif protocol.schedule == "warmup_linear":
+        lr = WarmupLinearDecay(lr, warmup, epochs * steps_per_epoch)
+    if protocol.optimizer == "sgd_nesterov":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True,
+                                    weight_decay=protocol.weight_decay or None)
     if protocol.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=protocol.weight_decay)
     return keras.optimizers.Adam(lr, weight_decay=protocol.weight_decay or None)
@@ -339,18 +369,30 @@ def topk_accuracy(probabilities, labels, k: int = 1) -> float:
     return round(100 * float(np.mean(hits)), 2)
 
 
+def flip_tta_probabilities(predict, images):
+    """Test-time flip: the mean of `predict` of `images` and of their mirror images."""
+    images = np.asarray(images)
+    return (np.asarray(predict(images)) + np.asarray(predict(images[:, :, ::-1]))) / 2
+
+
 def evaluation_extras(model, config, splits, batch_size: int) -> dict:
     """What `metrics.json` says beyond top-1/top-5 of the evaluation split.
 
     `evaluation` (the split evaluated: `"test"` or `"train hold-out, N/class"`),
     and with a hold-out its `holdout` identity and, where the source has a
     test split, `official_test` (top-1/top-5 on it); for CIFAR-100,
-    `coarse_top1`: the 20-superclass accuracy of the fine predictions.
+    `coarse_top1`: the 20-superclass accuracy of the fine predictions; and
+    `top1_flip_tta`: top-1 of the evaluation split with test-time flip (the
+    mean of the probabilities of each image and its mirror image).
     """
     extras = {"evaluation": splits.evaluation}
     if splits.holdout is not None:
         extras["holdout"] = splits.holdout
     predict = functools.partial(model.predict, batch_size=batch_size, verbose=0)
+    if splits.x_test is not None:
+        extras["top1_flip_tta"] = topk_accuracy(
+            flip_tta_probabilities(predict, data_lib.normalize(splits.x_test, config.preprocessing)),
+            splits.y_test, 1)
     if splits.x_official_test is not None:
         probs = predict(data_lib.normalize(splits.x_official_test, config.preprocessing))
         extras["official_test"] = {

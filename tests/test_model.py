@@ -243,10 +243,11 @@ def test_architecture_defaults_have_one_home():
 
 
 @pytest.mark.parametrize("kwargs,needle", [
-    ({"optimizer": "lamb"}, "`optimizer` must be one of ('adam', 'adamw'). Received: optimizer='lamb'"),
+    ({"optimizer": "lamb"}, "`optimizer` must be one of ('adam', 'adamw', 'sgd_nesterov'). "
+                            "Received: optimizer='lamb'"),
     ({"optimizer": "sgd"}, "optimizer='sgd'"),
-    ({"schedule": "cosine"}, "`schedule` must be one of ('constant', 'warmup_cosine'). "
-                             "Received: schedule='cosine'"),
+    ({"schedule": "cosine"}, "`schedule` must be one of ('constant', 'warmup_cosine', "
+                             "'warmup_linear'). Received: schedule='cosine'"),
     ({"optimizer": "lamb", "schedule": "cosine"}, "optimizer='lamb'"),
     ({"learning_rate": 0}, "learning_rate=0"),
     ({"learning_rate": "1e-3"}, "learning_rate='1e-3'"),
@@ -265,8 +266,8 @@ def test_protocol_checks_fields_on_construction(kwargs, needle):
     assert needle in str(err.value)
 
 
-def test_protocols_are_valid_and_sgd_is_gone():
-    assert experiments.OPTIMIZERS == ("adam", "adamw")
+def test_protocols_are_valid_and_sgd_comes_only_with_nesterov_momentum():
+    assert experiments.OPTIMIZERS == ("adam", "adamw", "sgd_nesterov")
     assert not hasattr(experiments.Protocol(), "momentum")
     for name, protocol in experiments.PROTOCOLS.items():
         assert protocol.name == name and dataclasses.replace(protocol) == protocol

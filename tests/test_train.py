@@ -40,6 +40,13 @@ def test_run_folder_holds_history_metrics_config_and_model(learned):
     model = keras.models.load_model(run_dir / "model.keras")
     assert getattr(model, "optimizer", None) is None and model.count_params() == 740_554
     assert (run_dir / "model.keras").stat().st_size < 4_000_000
+    # Test-time flip: the saved model's mean over each test image and its mirror image.
+    splits = data.load("cifar10", "synthetic", preprocessing="cifar",
+                       synthetic_sizes=(4000, 1000), batch_size=64)
+    from squeeze_keras.train import flip_tta_probabilities, topk_accuracy
+    probs = flip_tta_probabilities(lambda x: model.predict(x, verbose=0),
+                                   data.normalize(splits.x_test, "cifar"))
+    assert m["top1_flip_tta"] == topk_accuracy(probs, splits.y_test, 1)
 
 
 def test_finished_run_is_returned_not_retrained(learned):
@@ -322,6 +329,43 @@ def test_protocol_optimizers_and_schedules():
     assert tuned2.weight_decay == pytest.approx(0.02)
     scaled = make_optimizer(experiments.PROTOCOLS["paper"], 10, 5, scale=4)
     assert float(scaled.learning_rate) == pytest.approx(4e-4)
+
+
+def test_sgd_nesterov_with_a_one_cycle_triangle():
+    from squeeze_keras.train import WarmupLinearDecay, make_optimizer
+
+    protocol = experiments.Protocol(name="sgd", optimizer="sgd_nesterov", learning_rate=0.2,
+                                    weight_decay=5e-3, schedule="warmup_linear", warmup_epochs=1)
+    sgd = make_optimizer(protocol, steps_per_epoch=10, epochs=4)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.9
+    assert sgd.weight_decay == pytest.approx(5e-3)
+    lrs = [float(sgd._learning_rate(step)) for step in (0, 5, 10, 25, 40, 45)]
+    # Up from a tenth of the peak over the first epoch, then straight down to 0 at the end.
+    assert lrs == pytest.approx([0.02, 0.11, 0.2, 0.1, 0.0, 0.0], abs=1e-6)
+    # Saved and loaded with a model (the schedule is in the optimizer's config).
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(sgd))
+    assert isinstance(again._learning_rate, WarmupLinearDecay)
+    assert float(again._learning_rate(25)) == pytest.approx(0.1)
+    flat = make_optimizer(experiments.Protocol(name="x", optimizer="sgd_nesterov"), 10, 4)
+    assert flat.weight_decay is None and float(flat.learning_rate) == pytest.approx(1e-4)
+
+
+def test_flip_tta_averages_each_image_with_its_mirror_image():
+    import numpy as np
+
+    from squeeze_keras.train import flip_tta_probabilities
+
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    images[0, :, :16] = 1  # bright on the left
+    images[1, :, 16:] = 1  # bright on the right
+
+    def predict(x):  # class 0 for "bright on the left", with a confidence of 0.9
+        left = x[:, :, :16].mean(axis=(1, 2, 3)) > x[:, :, 16:].mean(axis=(1, 2, 3))
+        return np.stack([np.where(left, 0.9, 0.1), np.where(left, 0.1, 0.9)], axis=1)
+
+    assert flip_tta_probabilities(predict, images) == pytest.approx(np.full((2, 2), 0.5))
+    biased = lambda x: predict(x) * np.array([1.0, 1.2])  # noqa: E731
+    assert flip_tta_probabilities(biased, images).argmax(axis=1).tolist() == [1, 1]
 
 
 def test_steps_per_execution_trains_the_same_weights():
