@@ -162,6 +162,69 @@ def test_batch_norm_placement_and_trainable_count(models):
     assert trainable == EXPECTED_PARAMS["e4_bn"] - 2 * bn_channels(config.model)
 
 
+def _bn_step(layer, x, weights):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        inputs = tf.constant(x)
+        tape.watch(inputs)
+        outputs = layer(inputs, training=True)
+        loss = tf.reduce_sum(tf.cast(outputs, "float32") * weights)
+    grads = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+    return [np.asarray(t, np.float32) for t in (outputs, *grads)]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused kernel is TF's")
+def test_fused_batch_norm_is_keras_batch_norm_computed_faster():
+    from squeeze_keras.model import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(2, 3, (8, 5, 5, 6)).astype("float32")
+    weights = rng.normal(size=x.shape).astype("float32")
+    gamma = rng.normal(1, 0.2, 6).astype("float32")
+    layers = []
+    for cls in (keras.layers.BatchNormalization, FusedBatchNormalization):
+        layer = cls(momentum=0.9, epsilon=1e-5)
+        layer.build(x.shape)
+        layer.gamma.assign(gamma)
+        layers.append((layer, _bn_step(layer, x, weights)))
+    (plain, expected), (fused, got) = layers
+    for a, b in zip(expected, got):  # outputs, and the gradients of input, gamma and beta
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, rtol=1e-6)
+    n = 8 * 5 * 5  # the moving variance takes the unbiased batch variance, as torch's does
+    np.testing.assert_allclose(np.asarray(fused.moving_variance) - 0.9,
+                               (np.asarray(plain.moving_variance) - 0.9) * n / (n - 1), rtol=1e-5)
+    fused.moving_variance.assign(plain.moving_variance)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
+    assert fused.get_config() == {**plain.get_config(), "name": fused.name}
+
+    # Under bfloat16: bfloat16 out, float32 statistics, the float32 result to bf16 precision.
+    policy = keras.DTypePolicy("mixed_bfloat16")
+    half = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, dtype=policy)
+    half.build(x.shape)
+    half.gamma.assign(gamma)
+    outputs = half(keras.ops.cast(x, "bfloat16"), training=True)
+    assert keras.backend.standardize_dtype(outputs.dtype) == "bfloat16"
+    assert half.moving_mean.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(keras.ops.cast(outputs, "float32")), expected[0],
+                               atol=0.05)
+
+
+def test_batch_norm_models_save_and_load_with_the_fused_layer(models, tmp_path):
+    from squeeze_keras.model import FusedBatchNormalization
+
+    model = models["e4_bn"]
+    bns = [layer for layer in model.layers if "_bn" in layer.name]
+    assert bns and all(type(layer) is FusedBatchNormalization for layer in bns)
+    model.save(tmp_path / "e4_bn.keras")
+    again = keras.models.load_model(tmp_path / "e4_bn.keras")
+    assert type(again.get_layer("conv1_bn")) is FusedBatchNormalization
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
 @pytest.mark.parametrize("name", experiments.names())
 def test_every_experiment_builds_validates_and_has_table2(models, name):
     config = experiments.get(name)
