@@ -83,12 +83,15 @@ for name in to_train:
               limit=limit, verbose=0 if limit else 2)
 found = {name: results.seed_runs(runs_from, name, PROTOCOL) for name in VARIANTS}
 missing = [name for name, seeds in found.items() if len(seeds) < len(SEEDS)]
+FIRST_ROUND = ("v1_1", "e4_bypass", "e4_bn", "e4_pct25", "e4_pct75", "e4_sr250")
 if missing:
+    left = [name for name in FIRST_ROUND if name in missing]
     print(f"Missing {PROTOCOL} runs (fewer than {len(SEEDS)} seed(s) in "
           f"{pathlib.Path(runs_from).as_posix() if not limit else 'the smoke folder'}): "
-          f"{', '.join(missing)}.\nThey wait in the study's queue, queue.txt, which gives each "
-          "one's cost: 20 epochs each, about 14 h for this round's six on a 2-core CPU in "
-          "float32 and 7 h in bfloat16 with AMX (minutes each on a GPU). Make them with "
+          f"{', '.join(missing)}.\nThe first round's {len(left)} left ({', '.join(left)}) come "
+          "first in the study's queue, queue.txt, which gives each run's cost: 20 epochs each, "
+          "40 min to 2.2 h on a 2-core CPU in bfloat16 with AMX, twice that in float32 "
+          "(minutes each on a GPU). Make them with "
           "`python -m squeeze_keras queue queue.txt --data <CIFAR-10>`, or TRAIN = True here.")
 
 # %% [markdown]
