@@ -147,7 +147,7 @@ def _queue(args):
                      precision=args.precision, concurrency=args.concurrency,
                      skip_finished_in=args.skip_finished_in, deadline=deadline,
                      reserve_s=args.reserve_s, estimate_s=args.estimate_s,
-                     dry_run=args.dry_run)
+                     dry_run=args.dry_run, figures=args.figures)
 
 
 def _export(args):
@@ -277,6 +277,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: such a run starts)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what it would do and the time it needs; train nothing")
+    p.add_argument("--figures", default=None, metavar="FOLDER",
+                   help="draw each finished run's accuracy curves into FOLDER as "
+                        "<run>_accuracy.png (the study's record: --figures figures); "
+                        "not with --limit")
     p.set_defaults(fn=_queue)
 
     p = sub.add_parser("export", parents=[data], help="LiteRT export of a run in four forms, measured")

@@ -441,7 +441,7 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
               precision: str = "auto", concurrency: int | None = None, skip_finished_in=(),
               deadline: float | None = None, reserve_s: float = 0.0, start_s: float = 30.0,
               estimate_s: float | None = None, dry_run: bool = False, poll_s: float = 1.0,
-              train_command=None, command: str | None = None) -> int:
+              train_command=None, command: str | None = None, figures=None) -> int:
     """Trains the runs of a queue file into `out`; returns 0, 1 (a run failed) or 130 (stopped).
 
     Args:
@@ -467,10 +467,17 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
             `python -m squeeze_keras train`.
         command: the command line that continues the queue, printed on Ctrl-C. Defaults to
             one rebuilt from the arguments.
+        figures: a folder to draw each finished run's accuracy curves into, as
+            `<run>_accuracy.png` (`plots.plot_history`, as the notebooks draw them), or
+            `None` for none. Refused with `limit`: a smoke run draws no figure.
+            Defaults to `None`.
 
     Raises:
         QueueError: a queue line is refused (before anything trains).
     """
+    if figures is not None and limit is not None:
+        raise ValueError("`figures` is for full runs: a run with `limit` (a smoke run) draws "
+                         f"no figure. Received: figures={str(figures)!r}, limit={limit!r}")
     queue_file = pathlib.Path(queue_file)
     queue = parse_queue(queue_file.read_text())
     out = pathlib.Path(out)
@@ -487,7 +494,8 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
     policy = devices.select_precision(precision)
     here_auto = policy if precision == "auto" else devices.select_precision("auto")
     command = command or continue_command(queue_file, data=data, out=out, limit=limit,
-                                          precision=precision, concurrency=concurrency)
+                                          precision=precision, concurrency=concurrency,
+                                          figures=figures)
     plan = make_plan(queue, out, data=data, limit=limit, precision=policy,
                      skip_finished_in=skip_finished_in)
 
@@ -533,7 +541,7 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
                     continue
                 running.remove(job)
                 job.log.close()
-                _finish(job, out, finished, failed, busy, todo, running)
+                _finish(job, out, finished, failed, busy, todo, running, figures)
             if deadline is not None and running and time.time() >= deadline - reserve_s:
                 _say(f"time limit: stopping {', '.join(j.entry.run.name for j in running)}")
                 _stop_all(running)
@@ -577,9 +585,12 @@ def run_queue(queue_file, *, data: str, out="results", limit: int | None = None,
     return 1 if failed else 0
 
 
-def continue_command(queue_file, *, data, out, limit, precision, concurrency) -> str:
+def continue_command(queue_file, *, data, out, limit, precision, concurrency,
+                     figures=None) -> str:
     """The command line that starts this queue again."""
     words = [str(queue_file), "--data", str(data), "--out", str(out)]
+    if figures is not None:
+        words += ["--figures", str(figures)]
     if limit is not None:
         words += ["--limit", str(limit)]
     if precision != "auto":
@@ -649,7 +660,23 @@ def _report_epochs(job: _Running, running: list[_Running], todo: list[Entry] = (
              f"{duration(job.left_s())} left in this run, {queue_left}")
 
 
-def _finish(job: _Running, out, finished, failed, busy, todo, running) -> None:
+def draw_figure(run_dir, figures) -> pathlib.Path:
+    """Draws a finished run's accuracy curves into `figures/<run>_accuracy.png`."""
+    from squeeze_keras import plots
+
+    result = runs.load_run(run_dir)
+    config, metrics = experiments.get(result.metrics["experiment"]), result.metrics
+    path = pathlib.Path(figures) / f"{pathlib.Path(run_dir).name}_accuracy.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plots.plot_history(result.history, f"{config.name}: {config.description}", path,
+                       report_top1=config.report_top1, protocol=metrics["protocol"],
+                       seed=metrics.get("seed", 0),
+                       evaluation=metrics.get("evaluation", "test"))
+    plots.plt.close("all")
+    return path
+
+
+def _finish(job: _Running, out, finished, failed, busy, todo, running, figures=None) -> None:
     name, code = job.entry.run.name, job.proc.returncode
     mark = pathlib.Path(out) / QUEUE_DIR / f"{name}.failed"
     log_path = pathlib.Path(job.log.name)
@@ -661,6 +688,11 @@ def _finish(job: _Running, out, finished, failed, busy, todo, running) -> None:
         _say(f"finished {name}: top-1 {metrics.get('top1')} % after {metrics.get('epochs')} "
              f"epochs, {metrics.get('seconds_per_epoch')} s/epoch ({metrics.get('precision')}) "
              f"in {duration(time.time() - job.started)}; {_runs(left)} left")
+        if figures is not None:
+            try:
+                _say(f"{name}: its figure is {draw_figure(job.entry.run_dir, figures)}")
+            except Exception as err:  # the run is made: a figure is not worth stopping for
+                _say(f"{name}: no figure ({type(err).__name__}: {err})")
         return
     tail = _tail(log_path)
     if any("is in use by" in line for line in tail):  # another process took it first

@@ -331,3 +331,25 @@ def test_a_real_queue_stopped_mid_run_then_restarted(tmp_path, capsys):
     assert metrics["epochs"] == 6 and len(metrics["sittings"]) == 2
     assert list(runs.read_history(run_dir)["epoch"]) == list(range(6))
     assert "$ " in (out / ".queue" / "baseline.log").read_text()
+
+
+def test_each_finished_run_gets_its_figure_and_a_smoke_queue_none(tmp_path, fake_train, capsys):
+    file = tmp_path / "queue.txt"
+    file.write_text("e4 paper 1 2\n")
+    out, figures = tmp_path / "out", tmp_path / "figures"
+    assert queue.run_queue(file, data="synthetic", out=out, precision="float32", poll_s=0.05,
+                           train_command=fake_train, figures=figures) == 0
+    printed = capsys.readouterr().out
+    assert f"e4_seed1: its figure is {figures / 'e4_seed1_accuracy.png'}" in printed
+    assert (figures / "e4_seed1_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "--figures" in queue.continue_command(file, data="d", out=out, limit=None,
+                                                 precision="auto", concurrency=1,
+                                                 figures=figures)
+    # A smoke queue (--limit) is refused a figures folder before anything trains.
+    with pytest.raises(ValueError, match="a smoke run\\) draws no figure"):
+        queue.run_queue(file, data="synthetic", out=tmp_path / "smoke", limit=64,
+                        figures=figures, train_command=fake_train)
+    assert not (tmp_path / "smoke").exists()
+    assert cli.main(["queue", str(file), "--data", "synthetic", "--limit", "64",
+                     "--figures", str(figures)]) == 2
+    assert "draws no figure" in capsys.readouterr().err
