@@ -46,6 +46,7 @@ import pandas as pd
 from squeeze_keras import experiments
 from squeeze_keras import data as data_lib
 from squeeze_keras import fileio, sources
+from squeeze_keras import layers  # noqa: F401  (registers the layers model.keras files name)
 
 BACKUP = "backup"  # the resume state of an unfinished run (`ResumeState`)
 DAMAGED_HISTORY = "history.csv.damaged"  # what a resumed run could not read of history.csv

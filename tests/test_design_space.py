@@ -176,7 +176,7 @@ def _bn_step(layer, x, weights):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the fused kernel is TF's")
 def test_fused_batch_norm_is_keras_batch_norm_computed_faster():
-    from squeeze_keras.model import FusedBatchNormalization
+    from squeeze_keras.layers import FusedBatchNormalization
 
     rng = np.random.default_rng(0)
     x = rng.normal(2, 3, (8, 5, 5, 6)).astype("float32")
@@ -212,7 +212,7 @@ def test_fused_batch_norm_is_keras_batch_norm_computed_faster():
 
 
 def test_batch_norm_models_save_and_load_with_the_fused_layer(models, tmp_path):
-    from squeeze_keras.model import FusedBatchNormalization
+    from squeeze_keras.layers import FusedBatchNormalization
 
     model = models["e4_bn"]
     bns = [layer for layer in model.layers if "_bn" in layer.name]
@@ -313,3 +313,17 @@ def test_variant_learns_on_synthetic_data(small_images, name):
     assert history["loss"][-1] < history["loss"][0]
     _, accuracy = model.evaluate(xt, yt, verbose=0)
     assert accuracy > 0.3, history  # chance is 10 %
+
+
+def test_a_batch_norm_model_file_loads_in_a_fresh_process_through_runs(models, tmp_path):
+    import subprocess
+    import sys
+
+    models["e4_bn"].save(tmp_path / "e4_bn.keras")
+    code = ("import keras, squeeze_keras.runs, sys; "
+            f"m = keras.models.load_model({str(tmp_path / 'e4_bn.keras')!r}); "
+            "print(type(m.get_layer('conv1_bn')).__name__, m.count_params())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["FusedBatchNormalization", "736522"]
