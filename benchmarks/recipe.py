@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import sys
 
@@ -92,11 +91,11 @@ def run(proxy: Proxy, data: str, epochs: int):
 
 def rows(out=OUT):
     """One row per finished proxy, in `PROXIES` order, with its gain over its control."""
-    found = {}
-    for proxy in PROXIES:
-        path = out / f"{proxy.name}_proxy" / "metrics.json"
-        if path.exists():
-            found[proxy.name] = json.loads(path.read_text())
+    from squeeze_keras import runs
+
+    folders = {proxy.name: out / f"{proxy.name}_proxy" for proxy in PROXIES}
+    found = {name: m for name, folder in folders.items()
+             if (m := runs.read_metrics(folder)) is not None}
     table = []
     for proxy in PROXIES:
         if proxy.name not in found:
@@ -105,13 +104,11 @@ def rows(out=OUT):
         control = found.get(proxy.control)
         gain = (f"{m['top1'] - control['top1']:+.2f}" if control else
                 "control" if proxy.control is None else f"({proxy.control} not run)")
-        history = out / f"{proxy.name}_proxy" / "history.csv"
-        train_top1 = (history.read_text().strip().splitlines()[-1].split(",")[1]
-                      if history.exists() else "")
+        history = runs.history_frame(folders[proxy.name])
         table.append({
             "proxy": proxy.name, "change": proxy.change, "against": proxy.control or "-",
             "top1": m["top1"], "flip_tta": m.get("top1_flip_tta"), "gain": gain,
-            "train_top1": round(100 * float(train_top1), 2) if train_top1 else None,
+            "train_top1": round(100 * history["accuracy"].iloc[-1], 2) if len(history) else None,
             "params": m["params"], "epochs": m["epochs"],
             "s_per_epoch": m["seconds_per_epoch"], "precision": m["precision"],
             "hardware": m["hardware"]})

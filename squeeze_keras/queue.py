@@ -665,7 +665,7 @@ def draw_figure(run_dir, figures) -> pathlib.Path:
     from squeeze_keras import plots
 
     result = runs.load_run(run_dir)
-    config, metrics = experiments.get(result.metrics["experiment"]), result.metrics
+    config, metrics = runs.stored_config(run_dir), result.metrics  # the run's own config
     path = pathlib.Path(figures) / f"{pathlib.Path(run_dir).name}_accuracy.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     plots.plot_history(result.history, f"{config.name}: {config.description}", path,

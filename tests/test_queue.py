@@ -162,7 +162,7 @@ def test_a_run_started_in_bfloat16_resumes_in_it_with_a_warning_where_that_is_sl
 
 FAKE_TRAIN = '''
 """Stands in for `python -m squeeze_keras train ...`: an epoch every FAKE_SECONDS."""
-import json, os, pathlib, sys, time
+import dataclasses, json, os, pathlib, sys, time
 exp, *rest = sys.argv[1:]
 opts = dict(zip(rest[0::2], rest[1::2]))
 name = exp + ("" if opts["--protocol"] == "paper" else "_" + opts["--protocol"]) + (
@@ -174,7 +174,10 @@ with open(os.environ["FAKE_LOG"], "a") as log:
 if name in os.environ.get("FAKE_FAIL", "").split():
     print("Traceback (most recent call last):\\nValueError: something went wrong in " + name)
     sys.exit(1)
-(run / "config.json").write_text(json.dumps({"precision": opts["--precision"]}))
+from squeeze_keras import experiments  # no Keras: the registry alone
+config = experiments.get(exp).with_protocol(opts["--protocol"])
+(run / "config.json").write_text(json.dumps({"experiment": dataclasses.asdict(config),
+                                             "precision": opts["--precision"]}))
 history = run / "history.csv"
 if not history.exists():
     history.write_text("epoch,accuracy,loss,lr,seconds,top5,val_accuracy,val_loss,val_top5\\n")

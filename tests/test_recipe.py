@@ -57,7 +57,8 @@ def test_table_gives_each_proxy_its_gain_over_its_control(recipe, tmp_path):
         folder = tmp_path / f"{proxy.name}_proxy"
         folder.mkdir()
         (folder / "metrics.json").write_text(json.dumps({
-            "top1": top1, "top1_flip_tta": top1 + 1, "params": 727_594, "epochs": 4,
+            "experiment": proxy.name, "protocol": "proxy", "seed": 0, "report_top1": None,
+            "top1": top1, "top5": 95.0, "top1_flip_tta": top1 + 1, "params": 727_594, "epochs": 4,
             "seconds_per_epoch": 200.0, "precision": "float32", "hardware": "a CPU"}))
         (folder / "history.csv").write_text("epoch,accuracy\n0,0.4\n3,0.6125\n")
     text = recipe.write_table(tmp_path)
