@@ -193,7 +193,7 @@ def _study(args):
     from squeeze_keras.study import run_study
 
     run_study(args.notebooks, data=args.data, epochs=args.epochs, seed=args.seed,
-              holdout=args.holdout, smoke=args.smoke, only=args.only)
+              holdout=args.holdout, smoke=args.smoke, only=args.only, train=not args.no_train)
 
 
 # ---------------------------------------------------------------- parser
@@ -314,6 +314,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default="notebooks", help="notebooks folder (default: notebooks)")
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK",
                    help="run only these notebooks (stems, e.g. 06_results)")
+    p.add_argument("--no-train", action="store_true",
+                   help="TRAIN = False: redraw tables and figures from the committed runs, "
+                        "train nothing")
     p.set_defaults(fn=_study)
 
     p = sub.add_parser(

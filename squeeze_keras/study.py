@@ -1,8 +1,8 @@
 """Runs the whole study headless: every notebook in order, executed in place as the record.
 
 `NOTEBOOKS` is the one list of the notebooks (`tools/make_notebooks.py` reads
-it too). Each is executed with papermill with `TRAIN = True` and the
-committed folders (`RUNS_DIR = "../results"`, `FIGURES_DIR = "../figures"`),
+it too). Each is executed with papermill with `TRAIN = True` (or `False`: redraw from
+the committed runs) and the committed folders (`RUNS_DIR = "../results"`, `FIGURES_DIR = "../figures"`),
 so its outputs become the record of the run. The executed copy replaces the
 notebook atomically, without papermill's `injected-parameters` cell (the
 notebook prints the settings it ran with instead) and without absolute paths
@@ -119,21 +119,21 @@ def write_atomically(nb, path) -> None:
 
 
 def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int = 0,
-                   holdout=None) -> dict:
+                   holdout=None, train: bool = True) -> dict:
     """The papermill parameters the study runs a notebook with (`seed`, `holdout`: experiment
-    notebooks)."""
+    notebooks; `train=False`: every notebook reads the committed runs and trains nothing)."""
     params = {"SMOKE": smoke}
     if smoke:
         return params
     if stem in EXPERIMENT_NOTEBOOKS:
-        params.update(TRAIN=True, SEED=seed, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
+        params.update(TRAIN=train, SEED=seed, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
                       FIGURES_DIR=FIGURES_DIR)
         if holdout is not None:
             params["HOLDOUT"] = holdout
     elif stem == SMALL_MODELS_NOTEBOOK:
-        params.update(TRAIN=True, DATA=data, RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
+        params.update(TRAIN=train, DATA=data, RESULTS_DIR=RESULTS_DIR, FIGURES_DIR=FIGURES_DIR)
     elif stem == DESIGN_SPACE_NOTEBOOK:
-        params.update(TRAIN=True, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
+        params.update(TRAIN=train, EPOCHS=epochs, DATA=data, RUNS_DIR=RESULTS_DIR,
                       FIGURES_DIR=FIGURES_DIR)
     elif stem == USE_NOTEBOOK:
         params.update(DATA=data, FIGURES_DIR=FIGURES_DIR)
@@ -143,7 +143,7 @@ def parameters_for(stem: str, *, data: str, epochs: int, smoke: bool, seed: int 
 
 
 def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, holdout=None,
-              smoke=False, only=None, log=print):
+              smoke=False, only=None, train=True, log=print):
     """Executes the notebooks in the report's order; stops at the first failure.
 
     Args:
@@ -158,6 +158,9 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, hold
             hold-out of the training images). Defaults to `None`.
         smoke: run copies in smoke mode in a temporary folder. Defaults to `False`.
         only: stems of the notebooks to run (default `None`: all, in order).
+        train: `False` executes every notebook with `TRAIN = False`: it redraws
+            its tables and figures from the committed runs and trains nothing
+            (e.g. 08 after the queue adds a run). Defaults to `True`.
         log: where progress lines go.
 
     Returns:
@@ -193,9 +196,9 @@ def run_study(notebooks_dir="notebooks", *, data="tfds", epochs=20, seed=0, hold
         target = out_dir / f"{stem}.ipynb"
         partial = out_dir / f".{stem}.running.ipynb"
         params = parameters_for(stem, data=data, epochs=epochs, smoke=smoke, seed=seed,
-                                holdout=holdout)
-        mode = ("smoke" if smoke else f"{epochs} epochs, seed {seed}"
-                if stem in EXPERIMENT_NOTEBOOKS else "full")
+                                holdout=holdout, train=train)
+        mode = ("smoke" if smoke else "from the committed runs" if not train
+                else f"{epochs} epochs, seed {seed}" if stem in EXPERIMENT_NOTEBOOKS else "full")
         log(f"[{i}/{len(stems)}] {stem}: running ({mode})")
         start = time.perf_counter()
         try:

@@ -190,6 +190,33 @@ def test_the_study_gives_each_notebook_its_data_and_seed():
                           smoke=False)["DATA"] == "../data/c.tar.gz"
 
 
+def _parameters_cell_names(path) -> set[str]:
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    return {line.split("=")[0].strip() for line in cell.source.splitlines()
+            if "=" in line and not line.startswith("#")}
+
+
+def test_study_no_train_sets_train_false_in_every_notebook_that_trains():
+    """`study --no-train` redraws from the committed runs: each notebook with a `TRAIN`
+    parameter gets False, and no notebook gets a parameter its parameters cell lacks."""
+    from squeeze_keras import __main__ as cli
+    from squeeze_keras.study import NOTEBOOKS as STEMS, parameters_for
+
+    with_train = set()
+    for stem in STEMS:
+        declared = _parameters_cell_names(NOTEBOOKS / f"{stem}.ipynb")
+        for train in (True, False):
+            params = parameters_for(stem, data="../d.tar.gz", epochs=20, smoke=False, train=train)
+            assert set(params) <= declared, (stem, set(params) - declared)
+            if "TRAIN" in declared:
+                assert params["TRAIN"] is train, stem
+        with_train |= {stem} if "TRAIN" in declared else set()
+    assert {"04_e4_delayed_downsampling", "07_small_models", "08_design_space"} <= with_train
+    args = cli._parser().parse_args(["study", "--only", "08_design_space", "--no-train"])
+    assert args.no_train and args.only == ["08_design_space"]
+
+
 def test_no_committed_notebook_or_figure_shows_dataset_images():
     """Cells tagged dataset-images keep no pictures; 09's image grids are not saved as figures."""
     import nbformat
