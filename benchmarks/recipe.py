@@ -8,7 +8,7 @@ changes one thing against a named control, and the table says what that
 change did and what the proxy cost:
 
     python benchmarks/recipe.py --data <the CIFAR-10 JPEG archive>
-    python benchmarks/recipe.py --data <archive> --only sgd sgd_ls02
+    python benchmarks/recipe.py --data <archive> --only bn_sgd bn_sgd_ls02
     python benchmarks/recipe.py --table      # the table of the proxies already run
 
 Runs go to `benchmarks/results/recipe/<proxy>/` through `train.run_experiment`,
@@ -62,12 +62,27 @@ PROXIES = (
           control="bn_sgd"),
     Proxy("bn_sgd_lr04", "peak rate 0.2 -> 0.4", "e4_bn", {**SGD, "learning_rate": 0.4},
           control="bn_sgd"),
+    Proxy("bn_sgd_lr01", "peak rate 0.2 -> 0.1", "e4_bn", {**SGD, "learning_rate": 0.1},
+          control="bn_sgd"),
     Proxy("bn_sgd_bypass", "+ simple bypass (e4_bypass, same parameters)", "e4_bypass", SGD,
           {"batch_norm": True}, control="bn_sgd"),
     Proxy("bn_sgd_pct75", "75 % 3x3 expand filters (e4_pct75, 982,282 parameters)", "e4_pct75",
           SGD, {"batch_norm": True}, control="bn_sgd"),
 )
 BY_NAME = {proxy.name: proxy for proxy in PROXIES}
+
+# What the search chose (docs/recipe.md): the proxy whose protocol is registered, stretched
+# from EPOCHS to the study's 20 epochs, as PROTOCOL, and trained on its architecture.
+WINNER = "bn_sgd"
+PROTOCOL = "sgd_onecycle"
+
+
+def stretched(proxy: Proxy, name: str, epochs: int = 20):
+    """The proxy's protocol over `epochs` epochs: its warm-up stretched in proportion."""
+    from squeeze_keras import experiments
+
+    warmup = proxy.protocol.get("warmup_epochs", 0) * epochs // EPOCHS
+    return experiments.Protocol(name=name, **{**proxy.protocol, "warmup_epochs": warmup})
 
 
 def config_of(proxy: Proxy):

@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+import keras
 import pytest
 
 from squeeze_keras import experiments
@@ -65,3 +66,35 @@ def test_table_gives_each_proxy_its_gain_over_its_control(recipe, tmp_path):
     row = next(line for line in text.splitlines() if line.startswith(f"| {second.name} |"))
     assert "| 57.25 | 58.25 | +7.25 | 61.25 |" in row
     assert "Hardware: a CPU." in text and (tmp_path / "proxies.md").read_text() == text
+
+
+def test_the_registered_recipe_is_the_winning_proxy_over_20_epochs(recipe):
+    """`sgd_onecycle` is the proxy table's winner stretched to 20 epochs, builds that optimiser
+    and schedule, and the committed table backs the choice."""
+    from squeeze_keras import runs, train
+
+    winner = recipe.BY_NAME[recipe.WINNER]
+    protocol = experiments.PROTOCOLS[recipe.PROTOCOL]
+    assert protocol == recipe.stretched(winner, recipe.PROTOCOL, 20)
+    assert protocol.warmup_epochs * recipe.EPOCHS == winner.protocol["warmup_epochs"] * 20
+    steps = 391  # 50,000 images in batches of 128
+    optimizer = train.make_optimizer(protocol, steps, 20)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.nesterov
+    assert optimizer.momentum == 0.9 and optimizer.weight_decay == protocol.weight_decay
+    lr = optimizer._learning_rate
+    for step, expected in ((0, protocol.learning_rate / 10),
+                           (protocol.warmup_epochs * steps, protocol.learning_rate),
+                           (20 * steps, 0.0)):
+        assert float(lr(step)) == pytest.approx(expected, abs=1e-7), step
+    assert train.make_loss(recipe.config_of(winner)).smoothing == protocol.label_smoothing
+
+    # The committed table: the winner ran, and no proxy that changed only its recipe on the
+    # winner's architecture did better.
+    table = {name: runs.read_metrics(recipe.OUT / f"{name}_proxy") for name in recipe.BY_NAME}
+    assert table[winner.name] is not None, "the winner's proxy is not committed"
+    model = _flat(recipe.config_of(winner))
+    for proxy in recipe.PROXIES:
+        flat = _flat(recipe.config_of(proxy))
+        same_model = all(flat[k] == v for k, v in model.items() if k.startswith("model."))
+        if same_model and table[proxy.name] is not None:
+            assert table[proxy.name]["top1"] <= table[winner.name]["top1"], proxy.name
