@@ -88,8 +88,9 @@ if missing:
     left = [name for name in FIRST_ROUND if name in missing]
     print(f"Missing {PROTOCOL} runs (fewer than {len(SEEDS)} seed(s) in "
           f"{pathlib.Path(runs_from).as_posix() if not limit else 'the smoke folder'}): "
-          f"{', '.join(missing)}.\nThe first round's {len(left)} left ({', '.join(left)}) come "
-          "first in the study's queue, queue.txt, which gives each run's cost: 20 epochs each, "
+          f"{', '.join(missing)}.\nThe first round's {len(left)} left ({', '.join(left)}) wait "
+          "in the study's queue, queue.txt, ahead of the rest of the sweeps; it gives each run's "
+          "cost: 20 epochs each, "
           "40 min to 2.2 h on a 2-core CPU in bfloat16 with AMX, twice that in float32 "
           "(minutes each on a GPU). Make them with "
           "`python -m squeeze_keras queue queue.txt --data <CIFAR-10>`, or TRAIN = True here.")
