@@ -55,7 +55,8 @@ def weights_info(name: str = "cifar10") -> dict:
         `experiment` (the architecture, a registered experiment), and for
         available weights `run` (the run folder in the repository),
         `protocol`, `seed`, `epochs`, `top1`, `top5` (%, on `evaluated_on`),
-        `params`, `data`, `precision`, `hardware`, `preprocessing` (name,
+        `params`, `top1_flip_tta` (with test-time flip, for runs that
+        recorded it), `data`, `precision`, `hardware`, `preprocessing` (name,
         mean, std), `architecture`, `file`, `sha256`, and `path` (where the
         file is on this machine). Weights not available yet have a `note`
         saying why.

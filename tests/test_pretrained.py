@@ -131,6 +131,20 @@ def test_each_shipped_entry_is_what_the_packaging_tool_makes_from_its_run(tmp_pa
     assert pretrained.REGISTRY_FILE.read_text() == tool._dumps(registry) + "\n"
 
 
+def test_packaging_tool_carries_the_runs_flip_tta_top1_when_it_has_one(tmp_path):
+    tool = _packaging_tool()
+    run = tmp_path / RUN.name
+    run.mkdir()
+    shutil.copy(RUN / "config.json", run / "config.json")
+    (run / "model.keras").write_bytes(b"")  # only its presence is read here
+    metrics = json.loads((RUN / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert "top1_flip_tta" not in tool.entry_for_run(run, data="d", evaluated_on="e")
+    (run / "metrics.json").write_text(json.dumps({**metrics, "top1_flip_tta": 81.07}))
+    entry = tool.entry_for_run(run, data="d", evaluated_on="e")
+    assert entry["top1_flip_tta"] == 81.07 and entry["top1"] == metrics["top1"]
+
+
 def test_packaging_tool_refuses_unfinished_runs_shipped_names_and_other_datasets(tmp_path):
     tool = _packaging_tool()
     words = dict(data="d", evaluated_on="e", weights_dir=tmp_path)

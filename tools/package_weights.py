@@ -61,7 +61,8 @@ def entry_for_run(run_dir: pathlib.Path, *, data: str, evaluated_on: str) -> dic
     }
     for key in ("protocol", "seed", "epochs", "top1", "top5", "params"):
         entry[key] = metrics[key]
-    for key in ("evaluation", "coarse_top1"):  # hold-out runs: which images, and the superclasses
+    # Hold-out runs: which images, and the superclasses; newer runs: top-1 with test-time flip.
+    for key in ("evaluation", "coarse_top1", "top1_flip_tta"):
         if key in metrics:
             entry[key] = metrics[key]
     entry.update({
