@@ -420,7 +420,9 @@ class _Running:
     proc: subprocess.Popen
     log: object
     started: float
-    rows: int  # history rows when it started
+    # The history rows reported (or there when it started), as text: a resumed run may
+    # train an epoch whose row is already there, and `train` then replaces that row.
+    seen: set
     seconds: list = dataclasses.field(default_factory=list)  # this sitting's epochs
 
     def left_s(self) -> float | None:
@@ -635,16 +637,22 @@ def _start(entry: Entry, out, data, limit, train_command, env) -> _Running:
     # A session of its own: Ctrl-C reaches the queue, which stops the run with one SIGINT.
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True, preexec_fn=_die_with_parent)
-    return _Running(entry, proc, log, time.time(), len(_history_rows(entry.run_dir)))
+    seen = {_row_key(row) for row in _history_rows(entry.run_dir)}
+    return _Running(entry, proc, log, time.time(), seen)
+
+
+def _row_key(row: dict) -> tuple:
+    return tuple(sorted((str(key), str(value)) for key, value in row.items()))
 
 
 def _report_epochs(job: _Running, running: list[_Running], todo: list[Entry] = ()) -> None:
-    """A line for each epoch the run's `history.csv` gained since the last look."""
-    rows = _history_rows(job.entry.run_dir)
-    for row in rows[job.rows:]:
+    """A line for each epoch the run's `history.csv` gained or rewrote since the last look."""
+    for row in _history_rows(job.entry.run_dir):
+        if _row_key(row) in job.seen:
+            continue
+        job.seen.add(_row_key(row))
         with contextlib.suppress(KeyError, ValueError):
             job.seconds.append(float(row["seconds"]))
-        job.rows += 1
         try:
             epoch = int(float(row["epoch"])) + 1
         except (KeyError, TypeError, ValueError):  # a damaged row: count it

@@ -215,6 +215,31 @@ def _events(tmp_path):
     return [(kind, name) for kind, name, _ in (line.split() for line in lines)]
 
 
+def test_a_resumed_epoch_whose_row_was_already_there_gets_its_line(tmp_path, capsys):
+    """A kill between history.csv and the resume state leaves epoch 2's row behind; the resumed
+    run trains epoch 2 again and replaces that row: its line is printed then, not before."""
+    run_dir = tmp_path / "baseline"
+    run_dir.mkdir()
+    header = "epoch,accuracy,seconds,val_accuracy\n"
+    (run_dir / "history.csv").write_text(header + "0,0.3,2.0,0.25\n1,0.4,2.0,0.35\n")
+    entry = queue.Entry(queue.Run("baseline", "paper", 0, 6), run_dir, "resume", done=1,
+                        seconds=2.0)
+    job = queue._Running(entry, None, None, 0.0,
+                         {queue._row_key(r) for r in queue._history_rows(run_dir)})
+    queue._report_epochs(job, [job])
+    assert "epoch" not in capsys.readouterr().out  # the rows there at the start
+    (run_dir / "history.csv").write_text(header + "0,0.3,2.0,0.25\n1,0.45,3.0,0.4\n")
+    queue._report_epochs(job, [job])
+    (run_dir / "history.csv").write_text(
+        header + "0,0.3,2.0,0.25\n1,0.45,3.0,0.4\n2,0.5,3.0,0.45\n")
+    queue._report_epochs(job, [job])
+    queue._report_epochs(job, [job])  # nothing new
+    lines = [line for line in capsys.readouterr().out.splitlines() if " epoch " in line]
+    assert len(lines) == 2 and "baseline epoch 2/6: 3 s, accuracy 45.0 %" in lines[0]
+    assert "baseline epoch 3/6: 3 s, accuracy 50.0 %" in lines[1]
+    assert job.seconds == [3.0, 3.0]
+
+
 def test_a_failed_run_is_marked_and_the_queue_goes_on(tmp_path, fake_train, monkeypatch, capsys):
     file = tmp_path / "queue.txt"
     file.write_text("e4 paper 1 2\ne4 paper 2 2\n")
