@@ -642,7 +642,10 @@ def _start(entry: Entry, out, data, limit, train_command, env) -> _Running:
 
 
 def _row_key(row: dict) -> tuple:
-    return tuple(sorted((str(key), str(value)) for key, value in row.items()))
+    """A history row as text, its empty cells left out: a column that appears later (the
+    file is rewritten with every column) does not make the earlier rows new."""
+    return tuple(sorted((str(key), str(value)) for key, value in row.items()
+                        if value not in ("", None)))
 
 
 def _report_epochs(job: _Running, running: list[_Running], todo: list[Entry] = ()) -> None:
