@@ -219,7 +219,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: the experiment's (20)")
     p.add_argument("--out", type=_out_folder, default="runs",
                    help="folder of run folders (default: runs; the committed record is results)")
-    p.add_argument("--protocol", default=None, help="paper (default), tuned, tuned2 or sgd_onecycle")
+    p.add_argument("--protocol", default=None,
+                   help="paper (default), tuned, tuned2 or sgd_onecycle")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=_seed, default=0,
                        help="seed of weights, shuffling and augmentation; k > 0 trains into "

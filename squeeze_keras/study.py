@@ -1,9 +1,9 @@
 """Runs the whole study headless: every notebook in order, executed in place as the record.
 
 `NOTEBOOKS` is the one list of the notebooks (`tools/make_notebooks.py` reads
-it too). Each is executed with papermill with `TRAIN = True` (or `False`: redraw from
-the committed runs) and the committed folders (`RUNS_DIR = "../results"`, `FIGURES_DIR = "../figures"`),
-so its outputs become the record of the run. The executed copy replaces the
+it too). Each is executed with papermill with `TRAIN = True` (or `False`:
+redraw from the committed runs) and the committed folders
+(`RUNS_DIR = "../results"`, `FIGURES_DIR = "../figures"`), so its outputs become the record of the run. The executed copy replaces the
 notebook atomically, without papermill's `injected-parameters` cell (the
 notebook prints the settings it ran with instead) and without absolute paths
 in its metadata. `smoke=True` executes copies in a temporary folder in smoke
